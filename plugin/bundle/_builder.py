@@ -1,0 +1,94 @@
+"""Putting the bundle together: rootfs-build/ = rendered config.json + rootfs/."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..manifest import requirements
+from ._config import ImageFacts, check_config, render_config, template_context, write_json
+from ._errors import BuildError, ConfigError
+from ._project import Project
+from ._rootfs import (
+    build_image,
+    ensure_base_image,
+    export_rootfs,
+    load_drivers,
+    make_dirs,
+    tree_size,
+    wheelhouse,
+)
+
+__all__ = ["BuildResult", "Step", "build_bundle", "render_bundle_config"]
+
+Report = Callable[[str], None]
+Step = Callable[[str], Any]  # a context manager factory: with step("build image"): ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Path
+    config: dict[str, Any]
+    warnings: list[str]
+    rootfs_bytes: int
+
+
+def render_bundle_config(
+    project: Project, image_attrs: dict[str, Any], rootfs: Path | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Render config.json for ``project`` and validate it; returns the config
+    and its warnings, or raises ConfigError naming every bad field."""
+    reqs = requirements(load_drivers(project))
+    if len(project.socket) > 23:
+        raise ConfigError(
+            f"plugin.socket: {project.socket!r} is {len(project.socket)} characters; the "
+            "daemon's limit is 23"
+        )
+    context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
+    config = render_config(project.root / "config.json.j2", context)
+    warnings = check_config(config, rootfs)
+    return config, warnings
+
+
+def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
+    """Build the image, export its filesystem and render config.json into
+    the project's bundle directory."""
+    with step("load the drivers"):
+        drivers = load_drivers(project)
+        reqs = requirements(drivers)
+        report(", ".join(f"{d.__name__} ({d.capability})" for d in drivers))
+    with step("base image"):
+        base = ensure_base_image(client, project, report)
+        report(base)
+    with step("wheelhouse"):
+        wheelhouse(client, project, base, report)
+    with step("docker build"):
+        image_id = build_image(client, project, base, report)
+        report(f"{project.image_tag} ({image_id[7:19]})")
+    bundle = project.bundle_dir
+    rootfs = bundle / "rootfs"
+    with step("export the rootfs"):
+        bundle.mkdir(parents=True, exist_ok=True)
+        stale = bundle / "config.json"
+        if stale.exists():
+            stale.unlink()  # never leave a config that does not match the rootfs
+        exported = export_rootfs(client, image_id, rootfs, report)
+        needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
+        if reqs.propagated_mount:
+            needed.append(reqs.propagated_mount)
+        make_dirs(rootfs, needed, report)
+        report(f"{exported / 1e6:.1f} MB exported into {rootfs}")
+    with step("render config.json"):
+        attrs = client.images.get(image_id).attrs
+        config, warnings = render_bundle_config(project, attrs, rootfs)
+        write_json(bundle / "config.json", config)
+        for warning in warnings:
+            report(f"warning: {warning}")
+        report(f"{bundle / 'config.json'}: {len(json.dumps(config))} bytes, valid")
+    size = tree_size(rootfs)
+    if size == 0:
+        raise BuildError(f"{rootfs} is empty")
+    return BuildResult(bundle, config, warnings, size)

@@ -1,0 +1,237 @@
+"""The engine steps, through docker-py: create, set, enable, disable, remove,
+inspect. Every daemon refusal becomes an EngineError carrying its reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._errors import EngineError
+from ._project import normalize_name
+
+__all__ = ["Engine", "docker_client"]
+
+Report = Callable[[str], None]
+
+#: Written into each created plugin's rootfs: the daemon refuses a second
+#: plugin with byte-identical content ("content ... already exists"), so each
+#: name gets its own, and several tags can be created from one bundle.
+REF_FILE = ".plugin-ref"
+
+
+def docker_client(timeout: int = 600) -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:
+        raise EngineError(
+            f"cannot reach the Docker daemon ({_reason(exc)}); start it (scripts/engine start) "
+            "or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
+    return str(exc) or type(exc).__name__
+
+
+@contextmanager
+def _engine_call(what: str) -> Iterator[None]:
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise EngineError(f"{what}: {_reason(exc)}") from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{what}: {_reason(exc)}") from None
+    except requests.exceptions.RequestException as exc:
+        raise EngineError(f"{what}: {_reason(exc)}") from None
+
+
+class Engine:
+    """The plugin lifecycle on one daemon. ``client`` is a docker.DockerClient
+    (injected in tests)."""
+
+    def __init__(self, client: Any = None, report: Report | None = None) -> None:
+        self.client = client if client is not None else docker_client()
+        self.report: Report = report or (lambda line: None)
+
+    @property
+    def api(self) -> Any:
+        return self.client.api
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        """The plugin's inspect document, or None if there is no such plugin."""
+        return self._exists(normalize_name(name))
+
+    def _exists(self, name: str) -> dict[str, Any] | None:
+        import docker.errors
+
+        try:
+            return dict(self.api.inspect_plugin(name))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"inspect {name}: {_reason(exc)}") from None
+
+    def create(self, name: str, bundle: Path, *, replace: bool = False) -> str:
+        """``docker plugin create``; with ``replace`` an existing plugin of that
+        name is removed first. Returns the plugin ID."""
+        name = normalize_name(name)
+        old = self._exists(name)
+        if old is not None:
+            if not replace:
+                raise EngineError(
+                    f"plugin {name} already exists (remove it, or create with --replace)"
+                )
+            self.report(f"removing the existing {name} ({old['Id'][:12]})")
+            with _engine_call(f"remove {name}"):
+                self.api.remove_plugin(name, force=True)
+        with tempfile.TemporaryDirectory(prefix="dpk-ref-") as tmp:
+            ref = Path(tmp) / REF_FILE
+            ref.write_text(name + "\n")
+            archive = Path(tmp) / "bundle.tar"
+            self.report(f"packing {bundle}")
+            _pack(bundle, ref, archive)
+            size = archive.stat().st_size
+            self.report(f"sending {size / 1e6:.1f} MB to the daemon")
+            with _engine_call(f"create {name}"), archive.open("rb") as body:
+                res = self.api._post(
+                    self.api._url("/plugins/create"),
+                    params={"name": name},
+                    data=body,
+                    headers={"Content-Type": "application/x-tar"},
+                )
+                self.api._raise_for_status(res)
+        info = self._exists(name)
+        if info is None:
+            raise EngineError(f"create {name}: the daemon accepted it but does not list it")
+        return str(info["Id"])
+
+    def set(self, name: str, settings: list[str]) -> None:
+        """``docker plugin set NAME KEY=VALUE ...`` (the plugin must be disabled)."""
+        name = normalize_name(name)
+        for item in settings:
+            if "=" not in item or item.startswith("="):
+                raise EngineError(f"set {name}: {item!r} must be written KEY=VALUE")
+        with _engine_call(f"set {name}"):
+            self.api.configure_plugin(name, settings)
+
+    def enable(self, name: str, timeout: int = 30) -> None:
+        name = normalize_name(name)
+        info = self._exists(name)
+        if info is None:
+            raise EngineError(f"enable {name}: no such plugin")
+        if info.get("Enabled"):
+            self.report(f"{name} is already enabled")
+            return
+        self.ensure_mount_sources(info)
+        try:
+            with _engine_call(f"enable {name}"):
+                self.api.enable_plugin(name, timeout=timeout)
+        except EngineError as exc:
+            raise EngineError(f"{exc}{self._startup_hint(info)}") from None
+
+    def disable(self, name: str, force: bool = False) -> None:
+        name = normalize_name(name)
+        info = self._exists(name)
+        if info is None:
+            raise EngineError(f"disable {name}: no such plugin")
+        if not info.get("Enabled"):
+            self.report(f"{name} is already disabled")
+            return
+        with _engine_call(f"disable {name}"):
+            self.api.disable_plugin(name, force=force)
+
+    def remove(self, name: str, force: bool = False) -> bool:
+        """Remove the plugin; False if there was none."""
+        name = normalize_name(name)
+        if self._exists(name) is None:
+            return False
+        with _engine_call(f"remove {name}"):
+            self.api.remove_plugin(name, force=force)
+        return True
+
+    def ensure_mount_sources(self, info: dict[str, Any]) -> None:
+        """Create missing bind-mount sources when the daemon runs on this host:
+        the daemon refuses to start a plugin whose mount source is missing."""
+        if not _local_daemon():
+            return
+        for mount in (info.get("Settings") or {}).get("Mounts") or []:
+            source = mount.get("Source")
+            if mount.get("Type") == "bind" and source and source.startswith("/"):
+                if not os.path.exists(source):
+                    os.makedirs(source, mode=0o700, exist_ok=True)
+                    self.report(f"created the mount source {source} ({mount.get('Name')})")
+
+    def _startup_hint(self, info: dict[str, Any]) -> str:
+        plugin_id = info["Id"]
+        lines = _daemon_log_lines(plugin_id)
+        if lines:
+            return "\n  the plugin's last output:\n    " + "\n    ".join(lines)
+        return (
+            f"\n  the plugin's output is in the daemon's log: lines with plugin={plugin_id}"
+        )
+
+
+def _local_daemon() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host in ("",) or host.startswith("unix://")
+
+
+def _daemon_log_lines(plugin_id: str, limit: int = 8) -> list[str]:
+    """The plugin's last lines in the daemon's log, when the log is a readable
+    file here (scripts/engine writes it to /var/log/dpk-dockerd.log)."""
+    path = os.environ.get("DPK_DOCKERD_LOG", "/var/log/dpk-dockerd.log")
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 1_000_000))
+            tail = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    mine = [line for line in tail if f"plugin={plugin_id}" in line]
+    out = []
+    for line in mine[-limit:]:
+        msg = line.split('msg="', 1)[-1].rsplit('" plugin=', 1)[0]
+        out.append(msg.replace('\\"', '"'))
+    return out
+
+
+def _pack(bundle: Path, ref: Path, archive: Path) -> None:
+    """Tar the bundle (config.json + rootfs/) plus the ref file."""
+    config = bundle / "config.json"
+    rootfs = bundle / "rootfs"
+    if not config.is_file() or not rootfs.is_dir():
+        raise EngineError(f"{bundle} is not a plugin bundle (config.json and rootfs/ expected)")
+    tar = shutil.which("tar")
+    if tar is not None:
+        import subprocess
+
+        proc = subprocess.run(
+            [tar, "-cf", str(archive), "--numeric-owner", "-C", str(bundle), "config.json",
+             "rootfs", "--transform", f"s,^\\{ref.name}$,rootfs/{ref.name},",
+             "-C", str(ref.parent), ref.name],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise EngineError(f"packing {bundle} failed: {proc.stderr.strip()}")
+        return
+    with tarfile.open(archive, "w") as tf:
+        tf.add(config, "config.json")
+        tf.add(rootfs, "rootfs")
+        tf.add(ref, f"rootfs/{ref.name}")

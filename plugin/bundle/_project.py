@@ -1,0 +1,134 @@
+"""The project config, ``plugin.toml``: what the driver cannot say about itself."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import ProjectError
+
+__all__ = ["Project", "load_project", "normalize_name"]
+
+# An image-style reference, lower case: [host[:port]/]path[:tag] (no digest).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)?"
+_NAME_RE = re.compile(rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+
+
+def normalize_name(name: str) -> str:
+    """``acme/vol`` -> ``acme/vol:latest``; ProjectError for an invalid reference."""
+    if not _NAME_RE.match(name) or len(name) > 255:
+        raise ProjectError(
+            f"invalid plugin name {name!r}: use an image-style reference in lower case, "
+            "e.g. acme/myplugin:1.0 or localhost:5000/acme/myplugin"
+        )
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str
+    drivers: tuple[str, ...]
+    socket: str
+    description: str = ""
+    documentation: str = ""
+    dockerfile: str = "Dockerfile"
+    base_image: str = "python:3.11-slim-bookworm"
+    fallback_base_image: str = "docker-plugin-kit/python:bookworm"
+    python: str = "python3"
+    requirements: tuple[str, ...] = ()
+    output: str = "rootfs-build"
+    entrypoint: tuple[str, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / self.output
+
+    @property
+    def image_tag(self) -> str:
+        """The local tag of the image the rootfs is exported from."""
+        repo = self.name.rsplit(":", 1)[0] if ":" in self.name.rsplit("/", 1)[-1] else self.name
+        return f"{repo}-rootfs:build"
+
+
+_KNOWN = {
+    "plugin": {"name", "drivers", "socket", "description", "documentation", "entrypoint"},
+    "build": {
+        "dockerfile",
+        "base_image",
+        "fallback_base_image",
+        "python",
+        "requirements",
+        "output",
+    },
+}
+
+
+def load_project(path: str | Path = "plugin.toml") -> Project:
+    """Read and check plugin.toml; ProjectError names the offending key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: not found (the project config; see README)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"{path}: invalid TOML: {exc}") from None
+    for table, value in data.items():
+        if table not in _KNOWN:
+            raise ProjectError(f"{path}: unknown table [{table}] (known: plugin, build)")
+        if not isinstance(value, dict):
+            raise ProjectError(f"{path}: {table} must be a table")
+        for key in value:
+            if key not in _KNOWN[table]:
+                known = ", ".join(sorted(_KNOWN[table]))
+                raise ProjectError(f"{path}: unknown key {table}.{key} (known: {known})")
+    plugin = data.get("plugin", {})
+    build = data.get("build", {})
+
+    def text(table: dict[str, Any], where: str, key: str, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if value is None:
+            raise ProjectError(f"{path}: {where}.{key} is required")
+        if not isinstance(value, str):
+            raise ProjectError(f"{path}: {where}.{key} must be a string")
+        return value
+
+    def strings(table: dict[str, Any], where: str, key: str) -> tuple[str, ...] | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ProjectError(f"{path}: {where}.{key} must be a list of strings")
+        return tuple(value)
+
+    drivers = strings(plugin, "plugin", "drivers")
+    if not drivers:
+        raise ProjectError(f"{path}: plugin.drivers is required (e.g. ['mypkg.driver:MyVolumes'])")
+    for spec in drivers:
+        if not re.fullmatch(r"[\w.]+:\w+", spec):
+            raise ProjectError(f"{path}: plugin.drivers: {spec!r} must be written module:ClassName")
+    try:
+        name = normalize_name(text(plugin, "plugin", "name"))
+    except ProjectError as exc:
+        raise ProjectError(f"{path}: plugin.name: {exc}") from None
+    return Project(
+        root=path.resolve().parent,
+        name=name,
+        drivers=drivers,
+        socket=text(plugin, "plugin", "socket"),
+        description=text(plugin, "plugin", "description", ""),
+        documentation=text(plugin, "plugin", "documentation", ""),
+        entrypoint=strings(plugin, "plugin", "entrypoint"),
+        dockerfile=text(build, "build", "dockerfile", Project.dockerfile),
+        base_image=text(build, "build", "base_image", Project.base_image),
+        fallback_base_image=text(build, "build", "fallback_base_image", Project.fallback_base_image),
+        python=text(build, "build", "python", Project.python),
+        requirements=strings(build, "build", "requirements") or (),
+        output=text(build, "build", "output", Project.output),
+    )

@@ -1,0 +1,234 @@
+"""The rootfs: base image, wheelhouse, ``docker build``, export into the bundle."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .._driver import Driver
+from ._errors import BuildError
+from ._project import Project
+
+__all__ = [
+    "build_image",
+    "ensure_base_image",
+    "export_rootfs",
+    "load_drivers",
+    "make_dirs",
+    "runtime_requirements",
+    "wheelhouse",
+]
+
+Report = Callable[[str], None]
+
+#: The kit's own runtime packages; pinned to the versions the host has (the
+#: ones the tests ran against).
+RUNTIME_PACKAGES = ("starlette", "uvicorn")
+
+
+def load_drivers(project: Project) -> list[type[Driver]]:
+    """Import the driver classes named in plugin.toml (on the build host)."""
+    root = str(project.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from ..__main__ import load_driver_class
+
+    drivers = []
+    for spec in project.drivers:
+        try:
+            drivers.append(load_driver_class(spec))
+        except Exception as exc:
+            raise BuildError(f"plugin.drivers: cannot load {spec}: {type(exc).__name__}: {exc}")
+    return drivers
+
+
+def _image(client: Any, name: str) -> Any | None:
+    import docker.errors
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def ensure_base_image(client: Any, project: Project, report: Report) -> str:
+    """The image to build FROM: the configured base if present or pullable,
+    else the fallback made from Debian's packages by scripts/make-base-image."""
+    import docker.errors
+
+    base = project.base_image
+    if _image(client, base) is not None:
+        return base
+    if _image(client, project.fallback_base_image) is not None:
+        report(f"{base} is not here; using {project.fallback_base_image} (made from Debian's "
+               "packages)")
+        return project.fallback_base_image
+    report(f"pulling {base}")
+    try:
+        client.images.pull(base)
+        return base
+    except docker.errors.APIError as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0][:200]
+    report(f"{base} cannot be pulled ({reason})")
+    script = project.root / "scripts" / "make-base-image"
+    if not script.exists():
+        raise BuildError(
+            f"base image {base} cannot be pulled and {script} is missing; build or load a base "
+            "image with python3 and set build.base_image"
+        )
+    report(f"making {project.fallback_base_image} from Debian's packages instead "
+           f"({script.name}, about a minute)")
+    proc = subprocess.run([str(script), project.fallback_base_image], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise BuildError(f"{script.name} failed: " + " | ".join(tail))
+    return project.fallback_base_image
+
+
+def runtime_requirements(project: Project) -> list[str]:
+    pins = []
+    for package in RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(package)
+    return pins + list(project.requirements)
+
+
+def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path:
+    """Download the plugin's runtime packages as wheels on the host, for an
+    offline ``pip install --no-index`` in the build (no TLS or index access
+    needed inside it, which is what air-gapped hosts need too)."""
+    dest = project.root / ".build" / "wheels"
+    image = client.images.get(base)
+    requirements = runtime_requirements(project)
+    stamp = {"image": image.id, "requirements": requirements}
+    stamp_file = dest / ".stamp.json"
+    if stamp_file.exists():
+        try:
+            if json.loads(stamp_file.read_text()) == stamp:
+                report(f"wheelhouse up to date ({len(list(dest.glob('*.whl')))} wheels)")
+                return dest
+        except ValueError:
+            pass
+    version = client.containers.run(
+        base,
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        remove=True,
+        entrypoint=[],
+    ).decode().strip()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(image.attrs.get("Architecture"), "x86_64")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    platforms = [f"manylinux_2_{minor}_{arch}" for minor in (36, 34, 31, 28, 17)]
+    platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest),
+           "--only-binary=:all:", "--python-version", version, "--implementation", "cp"]
+    for platform in platforms:
+        cmd += ["--platform", platform]
+    report(f"downloading wheels for Python {version}: {' '.join(requirements)}")
+    proc = subprocess.run(cmd + requirements, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln] or proc.stderr.splitlines()
+        raise BuildError(f"pip download failed: {' | '.join(lines[-3:])}")
+    stamp_file.write_text(json.dumps(stamp))
+    return dest
+
+
+def build_image(client: Any, project: Project, base: str, report: Report) -> str:
+    """``docker build`` the project's Dockerfile; returns the image ID."""
+    dockerfile = project.root / project.dockerfile
+    if not dockerfile.exists():
+        raise BuildError(f"{dockerfile}: not found")
+    stream = client.api.build(
+        path=str(project.root),
+        dockerfile=project.dockerfile,
+        tag=project.image_tag,
+        buildargs={"BASE_IMAGE": base},
+        decode=True,
+        rm=True,
+        forcerm=True,
+    )
+    image_id = None
+    for item in _items(stream):
+        if "error" in item:
+            detail = (item.get("errorDetail") or {}).get("message") or item["error"]
+            raise BuildError(f"docker build failed: {detail.strip()}")
+        text = item.get("stream", "")
+        if text.startswith("Step "):
+            report(text.strip())
+        if "aux" in item and "ID" in item["aux"]:
+            image_id = item["aux"]["ID"]
+    if image_id is None:
+        image_id = client.images.get(project.image_tag).id
+    return str(image_id)
+
+
+def _items(stream: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    for item in stream:
+        if isinstance(item, dict):
+            yield item
+
+
+def export_rootfs(client: Any, image: str, dest: Path, report: Report) -> int:
+    """Export the image's filesystem into ``dest`` (replaced); returns bytes."""
+    tar = shutil.which("tar")
+    if tar is None:
+        raise BuildError("tar is needed to unpack the rootfs")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    # Never started: a command is only needed because create refuses an image
+    # without one.
+    container = client.containers.create(image, command=["/nonexistent-never-run"])
+    total = 0
+    try:
+        proc = subprocess.Popen(
+            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        try:
+            for chunk in container.export(chunk_size=1 << 20):
+                total += len(chunk)
+                proc.stdin.write(chunk)
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            code = proc.wait()
+        if code != 0:
+            raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
+    finally:
+        container.remove(force=True)
+    return total
+
+
+def make_dirs(rootfs: Path, paths: Iterable[str], report: Report) -> None:
+    """Create the directories the daemon mounts onto (socket dir, mounts,
+    propagated mount), so the Dockerfile need not know them."""
+    for path in paths:
+        target = rootfs / path.lstrip("/")
+        if not os.path.lexists(target):
+            target.mkdir(parents=True, exist_ok=True)
+            report(f"created {path} in the rootfs")
+
+
+def tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
