@@ -1,0 +1,57 @@
+"""``python -m plugin [--socket NAME | --path PATH] module:Class [...]``
+
+Imports each driver class, instantiates it with no arguments and serves them
+all on one socket. This is the entrypoint the builder writes into config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ._driver import Driver
+from ._serve import configure_logging, serve
+
+
+def load_driver_class(spec: str) -> type[Driver]:
+    """``package.module:ClassName`` -> the class; ValueError with a clear reason."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"driver {spec!r} must be written module:ClassName")
+    module = importlib.import_module(module_name)
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ValueError(f"{spec} is not a driver class (subclass of VolumeDriver, ...)")
+    return cls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plugin", description=__doc__)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="socket file name in /run/docker/plugins")
+    where.add_argument("--path", help="full socket path (legacy plugins, tests)")
+    parser.add_argument("--log-level", default=None)
+    parser.add_argument("drivers", nargs="+", metavar="module:Class")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        drivers = [load_driver_class(spec)() for spec in args.drivers]
+    except Exception as exc:
+        # The daemon only reports "no such file or directory" for a plugin that
+        # never listens; say why on stderr, which lands in the daemon's log.
+        print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        serve(*drivers, socket=args.socket, path=args.path, log_level=args.log_level)
+    except (OSError, ValueError) as exc:
+        print(f"plugin: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The Starlette app: one generic handler driven by each type's endpoint table."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ._driver import Driver, Endpoint
+from ._wire import MAX_BODY, Model, compile_model, decode_body, encode
+from .errors import BadRequest, PluginError
+
+__all__ = ["make_app"]
+
+log = logging.getLogger("plugin")
+
+# What the Go SDK sends; the daemon never inspects it.
+MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
+
+
+def make_app(*drivers: Driver) -> Starlette:
+    """Build the ASGI app serving ``drivers`` (one per plugin type)."""
+    if not drivers:
+        raise ValueError("make_app() needs at least one driver")
+    seen: set[str] = set()
+    routes = [Route("/Plugin.Activate", _activate_handler(drivers), methods=["POST"])]
+    for driver in drivers:
+        if not isinstance(driver, Driver):
+            raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
+        if driver.prefix in seen:
+            raise ValueError(f"two drivers of the same type ({driver.prefix}) in one plugin")
+        seen.add(driver.prefix)
+        for endpoint in driver.endpoints:
+            for model in (endpoint.request, endpoint.response):
+                if model is not None:
+                    compile_model(model)
+            fn = driver.handler_for(endpoint)
+            if fn is not None:
+                path = f"/{driver.prefix}.{endpoint.name}"
+                routes.append(Route(path, _handler(path[1:], endpoint, fn), methods=["POST"]))
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            404: _not_found,
+            405: _not_allowed,
+            # Last resort (the handler catches driver errors itself): keep the
+            # answer a JSON object the daemon can read.
+            Exception: _internal_error,
+        },
+    )
+
+
+def _json(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def error_response(status: int, message: str) -> Response:
+    return _json(status, json.dumps({"Err": message}).encode())
+
+
+def _handler(
+    call: str, endpoint: Endpoint, fn: Callable[..., Any]
+) -> Callable[[Request], Awaitable[Response]]:
+    request_type = endpoint.request
+    response_type = endpoint.response
+    is_async = inspect.iscoroutinefunction(fn)
+    takes_request = request_type is not None
+    none_ok = response_type is None or not _requires_body(response_type)
+
+    async def handle(request: Request) -> Response:
+        try:
+            body = await _read_body(request)
+            req = decode_body(body, request_type)
+            if is_async:
+                result = await (fn(req) if takes_request else fn())
+            else:
+                args = (req,) if takes_request else ()
+                result = await run_in_threadpool(fn, *args)
+            if response_type is not None and not isinstance(result, response_type):
+                if not (result is None and none_ok):
+                    raise TypeError(
+                        f"{call} returned {type(result).__name__}, "
+                        f"expected {response_type.__name__}"
+                    )
+            payload = encode(result)
+        except PluginError as exc:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s -> %d %s", call, exc.status, exc.message)
+            return error_response(exc.status, exc.message)
+        except Exception as exc:
+            log.exception("%s failed", call)
+            # No traceback or internal path goes to the daemon: the log has it.
+            return error_response(
+                500, f"{call}: unexpected {type(exc).__name__} in the plugin (see its log)"
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
+        return _json(200, payload)
+
+    return handle
+
+
+def _requires_body(model: type[Model]) -> bool:
+    # A response model with a required field cannot be replaced by {}.
+    return any(
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(model)  # type: ignore[arg-type]
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise BadRequest(f"bad request: body too large ({length} bytes, limit {MAX_BODY})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(f"bad request: body too large (over {MAX_BODY} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _activate_handler(drivers: tuple[Driver, ...]) -> Callable[[Request], Awaitable[Response]]:
+    body = json.dumps({"Implements": [d.implements for d in drivers]}).encode()
+
+    async def activate(request: Request) -> Response:
+        return _json(200, body)
+
+    return activate
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, f"not implemented: {request.url.path}")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(
+        405, f"method {request.method} not allowed: plugin endpoints answer POST only"
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, str(exc.detail))
+    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(500, "unexpected error in the plugin (see its log)")

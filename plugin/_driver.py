@@ -1,0 +1,92 @@
+"""What every driver type shares: the endpoint table entry and the base class."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from ._wire import Model
+from .manifest import Args, Device, Env, Mount
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One row of a plugin type's endpoint table.
+
+    ``name`` is the wire verb (``EndpointOperInfo``); the driver method is
+    ``method_name(name)`` (``endpoint_oper_info``). ``request`` is None for the
+    calls the daemon sends without arguments.
+    """
+
+    name: str
+    request: type[Model] | None
+    response: type[Model] | None
+
+    @property
+    def method(self) -> str:
+        return method_name(self.name)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def method_name(wire_name: str) -> str:
+    """The one rule from wire verb to method name: ``GetCapabilities`` ->
+    ``get_capabilities``, ``EndpointOperInfo`` -> ``endpoint_oper_info``."""
+    return _CAMEL.sub("_", wire_name).lower()
+
+
+def optional(fn: F) -> F:
+    """Mark a base-class method as an optional call with no default: a driver
+    that does not override it answers 404, which the daemon reads as "not
+    implemented, use your defaults"."""
+    fn.__plugin_optional__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+class Driver(ABC):
+    """Base of every driver type (``VolumeDriver``, ``NetworkDriver``, ...).
+
+    Subclasses of a type declare, as class attributes, what the plugin needs
+    from the host; the builder renders them into ``config.json``.
+    """
+
+    #: ``Implements`` value answered to ``/Plugin.Activate`` (``VolumeDriver``).
+    implements: ClassVar[str]
+    #: URL prefix of the endpoints (``VolumeDriver`` -> ``/VolumeDriver.Create``).
+    prefix: ClassVar[str]
+    #: ``interface.types`` entry (``docker.volumedriver/1.0``).
+    capability: ClassVar[str]
+    #: The wire verbs of this type, in protocol order.
+    endpoints: ClassVar[tuple[Endpoint, ...]]
+
+    #: Linux capabilities beyond Docker's default set (``CAP_SYS_ADMIN``).
+    linux_capabilities: ClassVar[tuple[str, ...]] = ()
+    #: Host paths bind-mounted into the plugin.
+    mounts: ClassVar[tuple[Mount, ...]] = ()
+    #: Host devices the plugin may use.
+    devices: ClassVar[tuple[Device, ...]] = ()
+    #: Environment variables, settable per host.
+    env: ClassVar[tuple[Env, ...]] = ()
+    #: Extra process arguments, settable per host.
+    args: ClassVar[Args | None] = None
+    #: In-plugin directory whose mounts the daemon and containers can see.
+    propagated_mount: ClassVar[str | None] = None
+    #: ``"host"`` when the plugin needs the network; ``""`` gives it none.
+    network: ClassVar[str] = ""
+    ipc_host: ClassVar[bool] = False
+    pid_host: ClassVar[bool] = False
+    allow_all_devices: ClassVar[bool] = False
+
+    def handler_for(self, endpoint: Endpoint) -> Callable[..., Any] | None:
+        """The bound method serving ``endpoint``, or None when it is an
+        optional call this driver does not implement."""
+        fn = getattr(self, endpoint.method, None)
+        if fn is None or getattr(fn, "__plugin_optional__", False):
+            return None
+        return fn  # type: ignore[no-any-return]

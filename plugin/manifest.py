@@ -1,0 +1,167 @@
+"""What a plugin needs from the host, declared next to the driver that needs it.
+
+A driver class lists its mounts, devices, settable environment, capabilities
+and network needs with these classes; the builder renders ``config.json`` from
+the same declarations, so the code and the config cannot drift apart::
+
+    DATA = Mount("data", destination="/data", source="/var/lib/localvol",
+                 description="where volumes are stored on the host")
+
+    class LocalVolumes(VolumeDriver):
+        mounts = (DATA,)
+        propagated_mount = "/mnt/volumes"
+
+This module is imported inside the plugin: it has no dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+T = TypeVar("T")
+
+__all__ = ["LOG_LEVEL", "Args", "Device", "Env", "Mount", "Requirements", "requirements"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bind-mounted into the plugin (``config.json`` ``mounts[]``).
+
+    With ``settable`` the host path can be changed per host:
+    ``docker plugin set PLUGIN <name>.source=/srv/path``.
+    """
+
+    name: str
+    destination: str
+    source: str | None = None
+    description: str = ""
+    type: str = "bind"
+    options: tuple[str, ...] = ("rbind",)
+    settable: bool = True
+
+
+@dataclass(frozen=True)
+class Device:
+    """A host device made available to the plugin (``linux.devices[]``)."""
+
+    name: str
+    path: str | None
+    description: str = ""
+    settable: bool = True
+
+
+@dataclass(frozen=True)
+class Env:
+    """An environment variable of the plugin (``env[]``), settable with
+    ``docker plugin set PLUGIN NAME=value`` when ``settable``.
+
+    ``get()`` reads it at run time with the declared default, since the daemon
+    does not add new defaults to an upgraded plugin's settings.
+    """
+
+    name: str
+    value: str | None = None
+    description: str = ""
+    settable: bool = True
+
+    def get(self) -> str | None:
+        return os.environ.get(self.name, self.value)
+
+
+@dataclass(frozen=True)
+class Args:
+    """Extra command-line arguments (``args``), split on spaces by the daemon."""
+
+    name: str
+    value: tuple[str, ...] = ()
+    description: str = ""
+    settable: bool = True
+
+
+LOG_LEVEL = Env(
+    "LOG_LEVEL",
+    "info",
+    "log level of the plugin process: debug (one line per request), info, warning, error",
+)
+"""Declared for every plugin served by the kit."""
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Everything the drivers of one plugin ask of ``config.json``, merged."""
+
+    interface_types: tuple[str, ...]
+    linux_capabilities: tuple[str, ...]
+    mounts: tuple[Mount, ...]
+    devices: tuple[Device, ...]
+    env: tuple[Env, ...]
+    args: Args | None
+    propagated_mount: str | None
+    network: str
+    ipc_host: bool
+    pid_host: bool
+    allow_all_devices: bool
+
+
+def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
+    """Merge the declarations of the drivers served by one plugin process.
+
+    Conflicting declarations (two mounts named alike with different values,
+    two propagated mounts) raise ValueError naming both drivers.
+    """
+    drivers = list(drivers)
+    if not drivers:
+        raise ValueError("a plugin serves at least one driver")
+    types: list[str] = []
+    caps: set[str] = set()
+    mounts = _merge("mount", [(d, m.name, m) for d in drivers for m in d.mounts])
+    devices = _merge("device", [(d, x.name, x) for d in drivers for x in d.devices])
+    env = _merge("env", [(d, e.name, e) for d in drivers for e in (*d.env, LOG_LEVEL)])
+    args = _merge("args", [(d, "args", d.args) for d in drivers if d.args is not None])
+    propagated = _merge(
+        "propagated_mount",
+        [(d, "propagated_mount", d.propagated_mount) for d in drivers if d.propagated_mount],
+    )
+    for d in drivers:
+        if d.capability not in types:
+            types.append(d.capability)
+        caps.update(d.linux_capabilities)
+    networks = {d.network for d in drivers if d.network}
+    if len(networks) > 1:
+        raise ValueError(f"drivers ask for different network types: {sorted(networks)}")
+    return Requirements(
+        interface_types=tuple(types),
+        linux_capabilities=tuple(sorted(caps)),
+        mounts=tuple(mounts),
+        devices=tuple(devices),
+        env=tuple(env),
+        args=args[0] if args else None,
+        propagated_mount=propagated[0] if propagated else None,
+        network=networks.pop() if networks else "",
+        ipc_host=any(d.ipc_host for d in drivers),
+        pid_host=any(d.pid_host for d in drivers),
+        allow_all_devices=any(d.allow_all_devices for d in drivers),
+    )
+
+
+def _merge(kind: str, items: Sequence[tuple[type[Driver], str, T]]) -> list[T]:
+    seen: dict[str, tuple[type[Driver], T]] = {}
+    out: list[T] = []
+    for driver, key, value in items:
+        if key in seen:
+            other, before = seen[key]
+            if before != value:
+                raise ValueError(
+                    f"{kind} {key!r} is declared differently by "
+                    f"{other.__name__} and {driver.__name__}"
+                )
+            continue
+        seen[key] = (driver, value)
+        out.append(value)
+    return out
