@@ -1,0 +1,683 @@
+"""localvol: the reference volume plugin, one directory per volume on the host.
+
+Everything lives under the data directory (``/data`` in the plugin, the host's
+``data.source``, ``/var/lib/docker-localvol`` unless set otherwise)::
+
+    state.json              the commit point: volumes, their options, mount IDs
+    volumes/<name>/         the data of each volume
+    trash/<hex>/<name>/     removals in flight (<hex> keeps names within
+                            NAME_MAX, which <name>.<hex> would not for long names)
+
+``state.json`` is only ever replaced whole (a temp file in the same directory,
+fsync, rename over, fsync of the directory), so a crash leaves the old state or
+the new one, never a torn file. Each change first puts the disk in a shape that
+start-up recovery understands, then commits:
+
+* Create makes ``volumes/<name>``, applies its owner and mode, then commits. A
+  crash before the commit leaves an empty directory, which start-up removes.
+* Remove renames ``volumes/<name>`` into ``trash/``, commits, then deletes the
+  trash. Before the commit, start-up renames it back; after, it finishes the job.
+* Mount bind-mounts ``volumes/<name>`` onto ``<propagated mount>/<name>`` (the
+  daemon sees mounts made there), then commits the mount ID. Unmount commits
+  first and unmounts after the last reference is gone.
+
+Recovery (at construction, so ``python -m plugin`` fails fast on a bad state)
+never deletes a directory that holds data unless its removal was asked for: a
+directory that state.json does not know is adopted as a volume.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import errno
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from plugin import Mount, PluginError
+from plugin.volume import (
+    CreateRequest,
+    GetRequest,
+    GetResponse,
+    ListResponse,
+    MountRefs,
+    MountRequest,
+    MountResponse,
+    PathRequest,
+    PathResponse,
+    RemoveRequest,
+    UnmountRequest,
+    Volume,
+    VolumeDriver,
+)
+
+__all__ = ["DATA", "LocalVolumes", "StateError"]
+
+log = logging.getLogger("localvol")
+
+DATA = Mount(
+    "data",
+    destination="/data",
+    source="/var/lib/docker-localvol",
+    description="host directory holding the volumes (docker plugin set PLUGIN data.source=/path)",
+)
+
+STATE_VERSION = 1
+MAX_NAME = 255
+#: chown(2) reads (uid_t)-1 as "leave unchanged", so the largest usable ID is one less.
+MAX_ID = 4294967294
+DEFAULT_MODE = 0o755
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+_OCTAL = re.compile(r"[0-7]{1,5}")
+_TMP_PREFIX = ".state.json."
+
+# <sys/mount.h>
+MS_BIND = 4096
+MNT_DETACH = 2
+
+
+class StateError(ValueError):
+    """The data directory cannot be used as it is. Raised at construction;
+    state.json is left untouched for a person to repair.
+
+    A ValueError, so that ``python -m plugin`` reports it as one line, without
+    a traceback, in the daemon's log."""
+
+
+@dataclass(frozen=True)
+class _Volume:
+    created_at: datetime.datetime
+    #: Normalized (``mode`` as four octal digits, IDs without leading zeros).
+    options: dict[str, str]
+
+
+class LocalVolumes(VolumeDriver):
+    """Volumes that are directories on the host.
+
+    Install the plugin and create volumes with its options::
+
+        docker plugin install --alias localvol IMAGE data.source=/srv/volumes
+        docker volume create -d localvol -o uid=1000 -o mode=0750 NAME
+
+    Options: ``uid`` and ``gid`` (decimal) set the owner of the volume's
+    directory, ``mode`` (octal, default ``0755``) its permissions. Each mount
+    is a bind mount of the volume's directory under the propagated mount.
+
+    ``LocalVolumes()`` serves the plugin's own directories; tests and legacy
+    plugins pass ``data_dir``, ``mount_dir`` and ``bind=False`` (the mountpoint
+    is then the data directory itself and nothing is mounted).
+    """
+
+    mounts = (DATA,)
+    propagated_mount = "/mnt/volumes"
+    linux_capabilities = ("CAP_SYS_ADMIN",)  # bind-mounting into the propagated mount
+    scope = "local"
+
+    def __init__(
+        self, data_dir: str | None = None, mount_dir: str | None = None, *, bind: bool = True
+    ) -> None:
+        self.data_dir = os.fspath(data_dir or DATA.destination)
+        self.mount_dir = os.fspath(mount_dir or self.propagated_mount or "/mnt/volumes")
+        self.bind = bind
+        self.state_file = os.path.join(self.data_dir, "state.json")
+        self._volumes_dir = os.path.join(self.data_dir, "volumes")
+        self._trash_dir = os.path.join(self.data_dir, "trash")
+        # Every change, and the state.json write that commits it, happens under
+        # this lock. Readers (get, list, path) take no lock: _vols is replaced,
+        # never changed in place.
+        self._lock = threading.Lock()
+        self._vols: dict[str, _Volume] = {}
+        self._refs = MountRefs()
+        with self._lock:
+            self._recover()
+
+    # --- the volume driver ------------------------------------------------------
+
+    def create(self, req: CreateRequest) -> None:
+        name = req.name
+        _check_name(name)
+        options = _parse_options(req.options)
+        with self._lock:
+            existing = self._vols.get(name)
+            if existing is not None:
+                if existing.options == options:
+                    return  # the daemon may retry a create
+                raise PluginError(f"volume {_q(name)} already exists with different options")
+            path = self._dir(name)
+            made = False
+            try:
+                try:
+                    os.mkdir(path, 0o700)  # opened up by _apply_options
+                    made = True
+                except FileExistsError:
+                    # An orphan of a create that did not commit: reuse it.
+                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise PluginError(
+                            f"cannot create volume {_q(name)}: {path} exists and is not a directory"
+                        ) from None
+                _apply_options(path, options)
+                vols = {**self._vols, name: _Volume(_now(), options)}
+                self._save(vols)
+            except OSError as exc:
+                log.error("cannot create volume %r: %s", name, exc)
+                if made:
+                    _try(os.rmdir, path)
+                raise PluginError(f"cannot create volume {_q(name)}: {_reason(exc)}") from None
+            self._vols = vols
+        log.info("created volume %r %s", name, options)
+
+    def remove(self, req: RemoveRequest) -> None:
+        name = req.name
+        with self._lock:
+            if name not in self._vols:
+                raise _no_such(name)
+            path = self._dir(name)
+            holder: str | None = os.path.join(self._trash_dir, uuid.uuid4().hex)
+            trash = os.path.join(str(holder), name)
+            try:
+                os.mkdir(str(holder), 0o700)
+                try:
+                    os.rename(path, trash)
+                except OSError:
+                    _try(os.rmdir, str(holder))
+                    raise
+            except FileNotFoundError:
+                holder = None  # the data is gone already; forget the volume
+            except OSError as exc:
+                raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
+            vols = {k: v for k, v in self._vols.items() if k != name}
+            try:
+                self._save(vols)
+            except OSError as exc:
+                log.error("cannot remove volume %r: %s", name, exc)
+                if holder is not None:
+                    # If this fails too, start-up recovery renames it back.
+                    _try(os.rename, trash, path)
+                    _try(os.rmdir, holder)
+                raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
+            self._vols = vols
+            self._refs.forget(name)
+            if self.bind:
+                # The daemon removes only unused volumes: a mount left here is
+                # stale (recorded before a restart). Committed already, so a
+                # failure is only logged; a later Mount of the name replaces it.
+                try:
+                    self._unbind(name)
+                except PluginError as exc:
+                    log.error("%s", exc)
+        if holder is not None:
+            try:
+                shutil.rmtree(holder)
+            except OSError as exc:
+                log.warning(
+                    "volume %r removed; deleting %s failed (%s), retried at start-up",
+                    name,
+                    holder,
+                    exc,
+                )
+        log.info("removed volume %r", name)
+
+    def mount(self, req: MountRequest) -> MountResponse:
+        name = req.name
+        with self._lock:
+            if name not in self._vols:
+                raise _no_such(name)
+            ids = self._refs.ids(name)
+            if self.bind:
+                # Also on a repeated ID: re-binds what a failed start-up left unmounted.
+                self._ensure_bound(name)
+            if req.id not in ids:
+                try:
+                    self._save(self._vols, (name, ids | {req.id}))
+                except OSError as exc:
+                    log.error("cannot mount volume %r: %s", name, exc)
+                    if self.bind and not ids:
+                        try:
+                            self._unbind(name)
+                        except PluginError as undo:
+                            log.error("%s", undo)
+                    raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
+                self._refs.add(name, req.id)
+        return MountResponse(self._mountpoint(name))
+
+    def unmount(self, req: UnmountRequest) -> None:
+        name = req.name
+        with self._lock:
+            if name not in self._vols:
+                raise _no_such(name)
+            ids = self._refs.ids(name)
+            if req.id not in ids:
+                return  # not ours to count (e.g. a mount whose commit failed)
+            try:
+                self._save(self._vols, (name, ids - {req.id}))
+            except OSError as exc:
+                log.error("cannot unmount volume %r: %s", name, exc)
+                raise PluginError(f"cannot unmount volume {_q(name)}: {_reason(exc)}") from None
+            last = self._refs.discard(name, req.id)
+            if last and self.bind:
+                self._unbind(name)
+
+    def path(self, req: PathRequest) -> PathResponse:
+        if req.name not in self._vols:
+            raise _no_such(req.name)
+        return PathResponse(self._current_mountpoint(req.name) or "")
+
+    def get(self, req: GetRequest) -> GetResponse:
+        name = req.name
+        vol = self._vols.get(name)
+        if vol is None:
+            raise _no_such(name)  # the daemon relies on this failing
+        return GetResponse(
+            Volume(
+                name,
+                mountpoint=self._current_mountpoint(name),
+                created_at=vol.created_at,
+                status=self._status(name, vol),
+            )
+        )
+
+    def list(self) -> ListResponse:
+        vols = self._vols
+        return ListResponse(
+            [Volume(name, mountpoint=self._current_mountpoint(name)) for name in sorted(vols)]
+        )
+
+    # --- paths and status ---------------------------------------------------------
+
+    def _dir(self, name: str) -> str:
+        return os.path.join(self._volumes_dir, name)
+
+    def _target(self, name: str) -> str:
+        return os.path.join(self.mount_dir, name)
+
+    def _mountpoint(self, name: str) -> str:
+        return self._target(name) if self.bind else self._dir(name)
+
+    def _current_mountpoint(self, name: str) -> str | None:
+        return self._mountpoint(name) if self._refs.count(name) else None
+
+    def _status(self, name: str, vol: _Volume) -> dict[str, Any]:
+        # Get runs on every daemon lookup: stat and statvfs only, no walk.
+        status: dict[str, Any] = {"options": dict(vol.options), "mounts": self._refs.count(name)}
+        try:
+            st = os.stat(self._dir(name))
+            vfs = os.statvfs(self._dir(name))
+        except OSError as exc:
+            # Never fail Get for a known volume: the daemon would forget it.
+            status["error"] = _reason(exc)
+            return status
+        status["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
+        status["uid"] = st.st_uid
+        status["gid"] = st.st_gid
+        status["free"] = _human(vfs.f_bavail * vfs.f_frsize)
+        return status
+
+    # --- state.json -----------------------------------------------------------------
+
+    def _save(
+        self, vols: Mapping[str, _Volume], mounts: tuple[str, frozenset[str]] | None = None
+    ) -> None:
+        """Commit ``vols`` with the current mount IDs, or ``mounts`` (name, IDs)
+        for one volume. Raises OSError, with nothing changed in memory."""
+        volumes: dict[str, Any] = {}
+        for name in sorted(vols):
+            ids = mounts[1] if mounts and mounts[0] == name else self._refs.ids(name)
+            volumes[name] = {
+                "created_at": _rfc3339(vols[name].created_at),
+                "options": vols[name].options,
+                "mounts": sorted(ids),
+            }
+        self._write_state({"version": STATE_VERSION, "volumes": volumes})
+
+    def _write_state(self, data: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.data_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=2, ensure_ascii=False)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            _try(os.unlink, tmp)
+            raise
+        # The rename is the commit point: a failing directory fsync is logged,
+        # not reported, since memory must follow what the file now says.
+        try:
+            dfd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            log.warning("fsync of %s failed: %s", self.data_dir, exc)
+
+    def _load(self) -> tuple[dict[str, _Volume], dict[str, set[str]]] | None:
+        """The committed state, or None when there is no state.json yet."""
+        try:
+            with open(self.state_file, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.state_file}: {_reason(exc)}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise self._corrupt(f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise self._corrupt("not a localvol state file (expected a JSON object)")
+        if data.get("version") != STATE_VERSION:
+            raise StateError(
+                f"{self.state_file}: unsupported state version {data.get('version')!r} "
+                f"(this localvol reads version {STATE_VERSION}); it was left untouched"
+            )
+        entries = data.get("volumes")
+        if not isinstance(entries, dict):
+            raise self._corrupt('"volumes" must be an object')
+        vols: dict[str, _Volume] = {}
+        refs: dict[str, set[str]] = {}
+        for name, entry in entries.items():
+            try:
+                _check_name(name)
+                if not isinstance(entry, dict):
+                    raise PluginError("expected an object")
+                created = _parse_time(entry.get("created_at"))
+                options = entry.get("options")
+                if not isinstance(options, dict) or not all(
+                    isinstance(v, str) for v in options.values()
+                ):
+                    raise PluginError('"options" must be an object of strings')
+                mounts = entry.get("mounts", [])
+                if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+                    raise PluginError('"mounts" must be an array of strings')
+                vols[name] = _Volume(created, _parse_options(options))
+                refs[name] = set(mounts)
+            except PluginError as exc:
+                raise self._corrupt(f"volume {_q(name)}: {exc}") from None
+        return vols, refs
+
+    def _corrupt(self, problem: str) -> StateError:
+        return StateError(
+            f"{self.state_file}: {problem}; it was left untouched: repair it, or move it "
+            f"aside to adopt every directory in {self._volumes_dir} as a volume"
+        )
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            for d in (self.data_dir, self._volumes_dir, self._trash_dir):
+                os.makedirs(d, exist_ok=True)
+            for entry in os.listdir(self.data_dir):
+                if entry.startswith(_TMP_PREFIX) and entry.endswith(".tmp"):
+                    os.unlink(os.path.join(self.data_dir, entry))  # an uncommitted write
+            loaded = self._load()
+            self._reconcile(loaded)
+        except OSError as exc:
+            raise StateError(f"cannot recover the volumes in {self.data_dir}: {exc}") from None
+        if self.bind:
+            for name in sorted(self._vols):
+                if self._refs.count(name):
+                    # Still in use by containers when the plugin stopped.
+                    try:
+                        self._ensure_bound(name)
+                    except PluginError as exc:
+                        log.error("%s (retried on the next mount)", exc)
+
+    def _reconcile(self, loaded: tuple[dict[str, _Volume], dict[str, set[str]]] | None) -> None:
+        vols, refs = loaded if loaded is not None else ({}, {})
+        changed = False
+        on_disk: set[str] = set()
+        for entry in os.scandir(self._volumes_dir):
+            if entry.is_dir(follow_symlinks=False) and _valid_name(entry.name):
+                on_disk.add(entry.name)
+            else:
+                log.warning("ignoring %s: not a directory with a volume name", entry.path)
+        # trash/<hex>/<name>, by name; anything else there is an unfinished purge.
+        trash: dict[str, list[str]] = {}
+        for entry in os.scandir(self._trash_dir):
+            inside = os.listdir(entry.path) if entry.is_dir(follow_symlinks=False) else []
+            if len(inside) == 1:
+                trash.setdefault(inside[0], []).append(entry.path)
+            else:
+                _purge(entry.path)  # a Remove that stopped before its rename
+
+        for name, vol in vols.items():
+            leftovers = trash.pop(name, [])
+            if name not in on_disk:
+                path = self._dir(name)
+                if leftovers:
+                    # A Remove that did not commit; the newest rename is its own.
+                    newest = max(
+                        leftovers, key=lambda p: os.lstat(os.path.join(p, name)).st_ctime_ns
+                    )
+                    leftovers.remove(newest)
+                    os.rename(os.path.join(newest, name), path)
+                    os.rmdir(newest)
+                    log.warning(
+                        "volume %r: restored from %s (a removal did not complete)", name, newest
+                    )
+                else:
+                    os.mkdir(path, 0o700)
+                    _apply_options(path, vol.options)
+                    log.warning("volume %r: its directory was missing; recreated empty", name)
+            for path in leftovers:
+                _purge(path)  # earlier, committed removals of the same name
+
+        for name in sorted(on_disk - vols.keys()):
+            path = self._dir(name)
+            if loaded is not None and not os.listdir(path):
+                os.rmdir(path)
+                log.info("removed %s: empty, left by a create that did not complete", path)
+            else:
+                vols[name] = _Volume(_now(), {})
+                changed = True
+                if loaded is None:
+                    log.info("no %s: adopting %s as volume %r", self.state_file, path, name)
+                else:
+                    log.warning(
+                        "adopting %s as volume %r: it holds data unknown to %s",
+                        path,
+                        name,
+                        self.state_file,
+                    )
+
+        for paths in trash.values():
+            for path in paths:
+                _purge(path)  # committed removals
+
+        self._vols = vols
+        self._refs = MountRefs(refs)
+        if changed or loaded is None:
+            self._save(vols)
+
+    # --- bind mounts -------------------------------------------------------------------
+
+    def _ensure_bound(self, name: str) -> None:
+        src, dst = self._dir(name), self._target(name)
+        try:
+            # A bind mount shows the source's inode. (os.path.ismount cannot
+            # tell: source and target may sit on the same filesystem.)
+            s = os.stat(src)
+            try:
+                t = os.lstat(dst)
+            except FileNotFoundError:
+                os.makedirs(dst, exist_ok=True)
+            else:
+                if (s.st_dev, s.st_ino) == (t.st_dev, t.st_ino):
+                    return
+                _detach(dst)  # a stale mount, e.g. of a volume removed since
+            _bind_mount(src, dst)
+        except OSError as exc:
+            raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
+        log.info("mounted volume %r on %s", name, dst)
+
+    def _unbind(self, name: str) -> None:
+        dst = self._target(name)
+        if not os.path.lexists(dst):
+            return
+        try:
+            _detach(dst)
+            os.rmdir(dst)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise PluginError(f"cannot unmount volume {_q(name)}: {_reason(exc)}") from None
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _q(text: str) -> str:
+    """Quote a user-supplied string for a message: escaped, and cut when long."""
+    return json.dumps(text if len(text) <= 64 else text[:64] + "...", ensure_ascii=False)
+
+
+def _no_such(name: str) -> PluginError:
+    return PluginError(f"no such volume: {_q(name)}")
+
+
+def _valid_name(name: str) -> bool:
+    return len(name.encode()) <= MAX_NAME and _NAME.fullmatch(name) is not None
+
+
+def _check_name(name: str) -> None:
+    # The name becomes a path component: this also refuses "..", "/", NUL.
+    if not _valid_name(name):
+        raise PluginError(
+            f"invalid volume name {_q(name)}: use letters, digits, '_', '.', '-', "
+            f"starting with a letter or digit (at most {MAX_NAME} characters)"
+        )
+
+
+def _parse_options(opts: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in sorted(opts):
+        value = opts[key]
+        if key in ("uid", "gid"):
+            if not _DECIMAL.fullmatch(value) or int(value) > MAX_ID:
+                raise PluginError(
+                    f"invalid value for option {_q(key)}: {_q(value)} "
+                    f"(expected a decimal number from 0 to {MAX_ID})"
+                )
+            out[key] = str(int(value))
+        elif key == "mode":
+            if not _OCTAL.fullmatch(value) or int(value, 8) > 0o7777:
+                raise PluginError(
+                    f'invalid value for option "mode": {_q(value)} '
+                    f"(expected octal permissions from 0000 to 7777, such as 0750)"
+                )
+            out[key] = f"{int(value, 8):04o}"
+        else:
+            raise PluginError(f"unknown option {_q(key)} (supported: gid, mode, uid)")
+    return out
+
+
+def _apply_options(path: str, options: Mapping[str, str]) -> None:
+    uid, gid = int(options.get("uid", -1)), int(options.get("gid", -1))
+    if uid != -1 or gid != -1:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    # After chown, which clears set-ID bits.
+    os.chmod(path, int(options.get("mode", f"{DEFAULT_MODE:o}"), 8))
+
+
+def _purge(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except OSError as exc:
+        log.warning("cannot delete %s (a removed volume): %s", path, exc)
+    else:
+        log.info("deleted %s (a removed volume)", path)
+
+
+def _try(fn: Any, *args: str) -> None:
+    """Undo a step on an error path: a second failure is logged, not raised."""
+    try:
+        fn(*args)
+    except OSError as exc:
+        log.error("%s%s failed: %s", fn.__name__, args, exc)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _rfc3339(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime.datetime:
+    if isinstance(value, str):
+        text = value[:-1] + "+00:00" if value.endswith("Z") else value
+        try:
+            parsed = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+            return parsed
+    raise PluginError(f'"created_at" must be an RFC 3339 time, got {value!r:.40}')
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The running interpreter's own C library (glibc or musl alike).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_void_p,
+    ]
+    libc.mount.restype = ctypes.c_int
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.umount2.restype = ctypes.c_int
+    return libc
+
+
+def _bind_mount(src: str, dst: str) -> None:
+    if _libc().mount(os.fsencode(src), os.fsencode(dst), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), dst)
+
+
+def _detach(dst: str) -> None:
+    """Lazily unmount everything stacked on ``dst``; nothing mounted is fine."""
+    for _ in range(16):
+        if _libc().umount2(os.fsencode(dst), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err == errno.EINVAL:  # not (or no longer) a mount point
+                return
+            raise OSError(err, os.strerror(err), dst)
