@@ -1,7 +1,8 @@
 """``python -m plugin.bundle COMMAND``: build a plugin bundle and drive the engine.
 
 Progress goes to stderr, one ``==> step`` line per step with its duration;
-a failure is one ``error:`` line and exit status 1.
+a failure is an ``error:`` line (an enable failure adds the plugin's last
+output) and exit status 1. ``inspect`` prints its JSON on stdout.
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return 130
 
 
-def _engine(console: Console) -> Any:
+def _engine(console: Console, client: Any = None) -> Any:
     from ._engine import Engine
 
-    return Engine(report=console.line)
+    return Engine(client, report=console.line)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -120,64 +121,51 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._builder import build_bundle
         from ._engine import docker_client
 
+        client = docker_client()
         start = time.monotonic()
-        result = build_bundle(get_project(), docker_client(), console.step, console.line)
+        result = build_bundle(get_project(), client, console.step, console.line)
         console.line(
             f"bundle {result.bundle}: rootfs {result.rootfs_bytes / 1e6:.1f} MB, built in "
             f"{time.monotonic() - start:.1f} s"
         )
         if cmd == "build":
             return 0
-        engine = _engine(console)
+        engine = _engine(console, client)
         with console.step(f"create {plugin_name()}"):
-            plugin_id = engine.create(plugin_name(), bundle_dir(), replace=True)
+            plugin_id = engine.create(plugin_name(), result.bundle, replace=True)
             console.line(f"id {plugin_id[:12]}")
         if args.settings:
             with console.step("set " + " ".join(args.settings)):
                 engine.set(plugin_name(), args.settings)
         with console.step(f"enable {plugin_name()}"):
             engine.enable(plugin_name(), timeout=args.timeout)
-        _usage(plugin_name(), console)
+        _usage(plugin_name(), result.config, console)
         return 0
     if cmd == "render":
-        from ._builder import render_bundle_config
-        from ._config import write_json
+        from ._builder import render_bundle
         from ._engine import docker_client
 
-        p = get_project()
         with console.step("render config.json"):
-            attrs = docker_client().images.get(p.image_tag).attrs
-            config, warnings = render_bundle_config(p, attrs, bundle_dir() / "rootfs")
-            write_json(bundle_dir() / "config.json", config)
+            _, warnings = render_bundle(get_project(), docker_client(), bundle_dir())
             for warning in warnings:
                 console.line(f"warning: {warning}")
         return 0
     if cmd == "validate":
-        from ._config import check_config
+        from ._builder import validate_bundle
 
-        path = bundle_dir() / "config.json"
-        try:
-            config = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BundleError(f"{path}: not found (run the build first)") from None
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{path}: not valid JSON: {exc}") from None
-        for warning in check_config(config, bundle_dir() / "rootfs", str(path)):
-            console.line(f"warning: {warning}")
-        console.line(f"{path}: valid")
+        with console.step(f"validate {bundle_dir()}"):
+            for warning in validate_bundle(bundle_dir()):
+                console.line(f"warning: {warning}")
+            console.line(f"{bundle_dir() / 'config.json'}: valid")
         return 0
+    target = plugin_name()  # a bad plugin.toml is reported before the daemon is reached
     engine = _engine(console)
-    target = plugin_name()
     if cmd == "create":
-        from ._config import check_config
+        from ._builder import validate_bundle
 
-        path = bundle_dir() / "config.json"
-        try:
-            config = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{path}: cannot read ({exc}); run the build first") from None
-        check_config(config, bundle_dir() / "rootfs", str(path))
         with console.step(f"create {target}"):
+            for warning in validate_bundle(bundle_dir()):
+                console.line(f"warning: {warning}")
             plugin_id = engine.create(target, bundle_dir(), replace=args.replace)
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
@@ -194,24 +182,44 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             if not engine.remove(target, force=args.force):
                 console.line(f"{target}: no such plugin (nothing to do)")
     elif cmd == "inspect":
+        # The document goes to stdout (for jq and the like), progress to `out`.
         info = engine.inspect(target)
         if info is None:
             raise BundleError(f"inspect {target}: no such plugin")
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2), flush=True)
     return 0
 
 
-def _usage(name: str, console: Console) -> None:
+_TRY = {
+    "docker.volumedriver/1.0": "docker volume create -d {short} myvol",
+    "docker.networkdriver/1.0": "docker network create -d {name} mynet",
+    "docker.ipamdriver/1.0": "docker network create --ipam-driver {name} mynet",
+    "docker.logdriver/1.0": "docker run --log-driver {short} IMAGE",
+}
+
+
+def _usage(name: str, config: dict[str, Any], console: Console) -> None:
+    """What to try next, from the plugin's own config."""
     short = name.removesuffix(":latest")
-    print(
-        f"\nplugin {name} is enabled. Try:\n"
-        f"  docker volume create -d {short} -o mode=0750 myvol\n"
-        f"  docker run --rm -v myvol:/data IMAGE sh -c 'echo hello > /data/hi'\n"
-        f"  docker volume inspect myvol\n"
-        f"Per-host settings (plugin disabled): docker plugin set {name} data.source=/srv/volumes",
-        file=console.out,
-        flush=True,
-    )
+    lines = [f"plugin {name} is enabled."]
+    for kind in (config.get("interface") or {}).get("types") or []:
+        if kind in _TRY:
+            lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    settable = [
+        f"{m['name']}.source=/path"
+        for m in config.get("mounts") or []
+        if "source" in (m.get("settable") or [])
+    ]
+    settable += [
+        f"{e['name']}=VALUE"
+        for e in config.get("env") or []
+        if "value" in (e.get("settable") or [])
+    ]
+    if settable:
+        lines.append(
+            f"Per-host settings (plugin disabled): docker plugin set {name} " + " ".join(settable)
+        )
+    print("\n" + "\n".join(lines), file=console.out, flush=True)
 
 
 def run() -> None:

@@ -8,12 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..manifest import requirements
-from ._config import ImageFacts, check_config, render_config, template_context, write_json
+from .._driver import Driver
+from ..manifest import Requirements, requirements
+from ._config import (
+    ImageFacts,
+    check_config,
+    read_config,
+    render_config,
+    template_context,
+    write_json,
+)
 from ._errors import BuildError, ConfigError
 from ._project import Project
 from ._rootfs import (
     build_image,
+    docker_errors,
     ensure_base_image,
     export_rootfs,
     load_drivers,
@@ -22,7 +31,14 @@ from ._rootfs import (
     wheelhouse,
 )
 
-__all__ = ["BuildResult", "Step", "build_bundle", "render_bundle_config"]
+__all__ = [
+    "BuildResult",
+    "Step",
+    "build_bundle",
+    "render_bundle",
+    "render_bundle_config",
+    "validate_bundle",
+]
 
 Report = Callable[[str], None]
 Step = Callable[[str], Any]  # a context manager factory: with step("build image"): ...
@@ -36,17 +52,19 @@ class BuildResult:
     rootfs_bytes: int
 
 
+def _requirements(drivers: list[type[Driver]]) -> Requirements:
+    try:
+        return requirements(drivers)
+    except ValueError as exc:  # conflicting declarations of two drivers
+        raise ConfigError(f"plugin.drivers: {exc}") from None
+
+
 def render_bundle_config(
     project: Project, image_attrs: dict[str, Any], rootfs: Path | None
 ) -> tuple[dict[str, Any], list[str]]:
     """Render config.json for ``project`` and validate it; returns the config
     and its warnings, or raises ConfigError naming every bad field."""
-    reqs = requirements(load_drivers(project))
-    if len(project.socket) > 23:
-        raise ConfigError(
-            f"plugin.socket: {project.socket!r} is {len(project.socket)} characters; the "
-            "daemon's limit is 23"
-        )
+    reqs = _requirements(load_drivers(project))
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
     config = render_config(project.root / "config.json.j2", context)
     warnings = check_config(config, rootfs)
@@ -58,19 +76,19 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     the project's bundle directory."""
     with step("load the drivers"):
         drivers = load_drivers(project)
-        reqs = requirements(drivers)
+        reqs = _requirements(drivers)
         report(", ".join(f"{d.__name__} ({d.capability})" for d in drivers))
-    with step("base image"):
+    with step("base image"), docker_errors("base image"):
         base = ensure_base_image(client, project, report)
         report(base)
-    with step("wheelhouse"):
+    with step("wheelhouse"), docker_errors("wheelhouse"):
         wheelhouse(client, project, base, report)
-    with step("docker build"):
+    with step("docker build"), docker_errors("docker build"):
         image_id = build_image(client, project, base, report)
         report(f"{project.image_tag} ({image_id[7:19]})")
     bundle = project.bundle_dir
     rootfs = bundle / "rootfs"
-    with step("export the rootfs"):
+    with step("export the rootfs"), docker_errors("export the rootfs"):
         bundle.mkdir(parents=True, exist_ok=True)
         stale = bundle / "config.json"
         if stale.exists():
@@ -82,7 +100,8 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         make_dirs(rootfs, needed, report)
         report(f"{exported / 1e6:.1f} MB exported into {rootfs}")
     with step("render config.json"):
-        attrs = client.images.get(image_id).attrs
+        with docker_errors(f"inspect {image_id}"):
+            attrs = client.images.get(image_id).attrs
         config, warnings = render_bundle_config(project, attrs, rootfs)
         write_json(bundle / "config.json", config)
         for warning in warnings:
@@ -92,3 +111,25 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     if size == 0:
         raise BuildError(f"{rootfs} is empty")
     return BuildResult(bundle, config, warnings, size)
+
+
+def render_bundle(project: Project, client: Any, bundle: Path) -> tuple[dict[str, Any], list[str]]:
+    """Re-render ``bundle``/config.json from the last built image (after an
+    edit of config.json.j2 or plugin.toml); returns the config and warnings."""
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+
+    with docker_errors(f"inspect {project.image_tag}"):
+        try:
+            attrs = dict(client.images.get(project.image_tag).attrs)
+        except docker.errors.ImageNotFound:
+            raise BuildError(f"image {project.image_tag} not found (run the build first)") from None
+    config, warnings = render_bundle_config(project, attrs, bundle / "rootfs")
+    write_json(bundle / "config.json", config)
+    return config, warnings
+
+
+def validate_bundle(bundle: Path) -> list[str]:
+    """Check ``bundle``/config.json against ``bundle``/rootfs; ConfigError
+    naming every problem, else the warnings."""
+    path = bundle / "config.json"
+    return check_config(read_config(path), bundle / "rootfs", str(path))

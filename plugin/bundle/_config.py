@@ -19,18 +19,19 @@ from typing import Any
 
 from ..manifest import Requirements
 from ._errors import ConfigError
-from ._project import Project
+from ._project import MAX_SOCKET, Project
 
 __all__ = [
     "ImageFacts",
     "Problem",
     "check_config",
+    "read_config",
     "render_config",
+    "resolve_in_rootfs",
     "template_context",
     "validate_config",
 ]
 
-MAX_SOCKET = 23
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CAPABILITY_TYPES = {
     "volumedriver",
@@ -76,6 +77,9 @@ class ImageFacts:
 
 @dataclass(frozen=True)
 class Problem:
+    """One finding of ``validate_config``: the field (as written in
+    config.json) and what is wrong; warnings have ``error=False``."""
+
     field: str
     message: str
     error: bool = True
@@ -84,18 +88,58 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
+# --- the rootfs -----------------------------------------------------------------------
+
+
+def resolve_in_rootfs(rootfs: Path, path: str) -> Path | None:
+    """Where ``path`` of the plugin's filesystem is on this host, following
+    symlinks as the plugin would: an absolute link target starts again at the
+    rootfs, never at the host's ``/``, and ``..`` stops at the rootfs. Missing
+    components are kept as they are; None for a symlink loop."""
+    current = rootfs
+    parts = [p for p in PurePosixPath(path).parts if p != "/"]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if current != rootfs:
+                current = current.parent
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = rootfs
+            parts = [p for p in PurePosixPath(target).parts if p != "/"] + parts
+            continue
+        current = candidate
+    return current
+
+
+def _exists_in_rootfs(rootfs: Path, path: str) -> bool:
+    resolved = resolve_in_rootfs(rootfs, path)
+    return resolved is not None and resolved.exists()
+
+
 # --- rendering ----------------------------------------------------------------------
+
+#: Always set by config.json.j2, so never copied from the image.
+_NOT_FROM_IMAGE = {"PATH", "HOME", "HOSTNAME", "PYTHONUNBUFFERED"}
 
 
 def resolve_program(program: str, search_path: str, rootfs: Path | None) -> str:
     """An absolute path for ``program`` inside the rootfs, found on the image's
-    PATH (the daemon runs the entrypoint with a fixed PATH and no shell)."""
-    if program.startswith("/") or rootfs is None:
+    PATH (the daemon runs the entrypoint with its own fixed PATH)."""
+    if "/" in program or rootfs is None:
         return program
     for directory in search_path.split(":"):
-        candidate = rootfs / directory.lstrip("/") / program
-        if os.path.lexists(candidate):
-            return str(PurePosixPath(directory) / program)
+        if directory.startswith("/"):
+            candidate = str(PurePosixPath(directory) / program)
+            if _exists_in_rootfs(rootfs, candidate):
+                return candidate
     raise ConfigError(f"entrypoint: {program!r} not found on the image's PATH ({search_path})")
 
 
@@ -116,7 +160,7 @@ def template_context(
     image_env = []
     for item in image.env:
         name, _, value = item.partition("=")
-        if name in ("PATH", "HOME", "HOSTNAME") or name in declared:
+        if name in _NOT_FROM_IMAGE or name in declared:
             continue
         image_env.append({"name": name, "value": value, "description": "from the image"})
     return {
@@ -140,6 +184,18 @@ def template_context(
     }
 
 
+def _template_line(exc: BaseException, filename: str | None) -> int | None:
+    """The template line an error was raised at (Jinja rewrites the traceback
+    so that its frames carry the template's file name and line)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if filename is not None and tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def render_config(template: Path, context: Mapping[str, Any]) -> dict[str, Any]:
     """Render the Jinja2 template and parse it; ConfigError points at the line."""
     import jinja2
@@ -150,25 +206,86 @@ def render_config(template: Path, context: Mapping[str, Any]) -> dict[str, Any]:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        def default(value: Any) -> Any:
+            if isinstance(value, jinja2.Undefined):  # `{{ nope | tojson }}`
+                value._fail_with_undefined_error()
+            raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+        return json.dumps(obj, default=default, **kwargs)
+
+    env.policies["json.dumps_function"] = dumps
     try:
-        text = env.get_template(template.name).render(**context)
+        compiled = env.get_template(template.name)
     except jinja2.TemplateNotFound:
         raise ConfigError(f"{template}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"{template}:{exc.lineno}: template syntax error: {exc.message}") from None
-    except jinja2.UndefinedError as exc:
-        raise ConfigError(f"{template}: {exc.message}") from None
+        where = f"{template}:{exc.lineno}"
+        raise ConfigError(f"{where}: template syntax error: {exc.message}") from None
     try:
-        data = json.loads(text)
+        text = compiled.render(**context)
+    except Exception as exc:
+        # Only errors the template itself made (undefined names, bad filters)
+        # are the user's; anything else is a bug worth its traceback.
+        line = _template_line(exc, compiled.filename)
+        if line is None and not isinstance(exc, jinja2.TemplateError):
+            raise
+        reason = exc.message if isinstance(exc, jinja2.TemplateError) else None
+        reason = reason or f"{type(exc).__name__}: {exc}"
+        where = f"{template}:{line}" if line is not None else str(template)
+        raise ConfigError(f"{where}: {reason}") from None
+    return _parse(text, str(template), rendered=True)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _parse(text: str, where: str, rendered: bool = False) -> dict[str, Any]:
+    subject = "the rendered config.json " if rendered else ""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        line = text.splitlines()[exc.lineno - 1] if exc.lineno <= len(text.splitlines()) else ""
+        at = f"line {exc.lineno} column {exc.colno}"
+        if rendered:  # its line numbers are not the template's: show the line
+            lines = text.split("\n")
+            line = lines[exc.lineno - 1].strip() if exc.lineno <= len(lines) else ""
+            at = f"rendered {at}: {line!r}"
         raise ConfigError(
-            f"{template}: rendered text is not JSON at line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg} (line: {line.strip()!r})"
+            f"{where}: {subject}{'is ' if rendered else ''}not valid JSON: {exc.msg} ({at})"
         ) from None
+    except _DuplicateKey as exc:
+        key = exc.args[0]
+        detail = (
+            f"has the key {key!r} twice in one object"
+            if rendered
+            else f"the key {key!r} is given twice in one object"
+        )
+        raise ConfigError(f"{where}: {subject}{detail}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{template}: rendered config.json must be a JSON object")
+        raise ConfigError(f"{where}: {subject}{'is ' if rendered else ''}not a JSON object")
     return data
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A bundle's config.json; ConfigError if it is missing or not JSON."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run the build first)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
+    return _parse(text, str(path))
 
 
 # --- validation ---------------------------------------------------------------------
@@ -211,7 +328,6 @@ _CANONICAL = {
     "pidhost": "pidHost",
     "allowalldevices": "allowAllDevices",
     "protocolscheme": "protocolScheme",
-    "diff_ids": "diff_ids",
 }
 
 
@@ -222,27 +338,38 @@ def _type_name(spec: Any) -> str:
         return "an object"
     if isinstance(spec, tuple):
         return " or ".join("null" if s is None else _type_name(s) for s in spec)
-    return {str: "a string", bool: "a boolean", int: "an integer"}[spec]
+    names: dict[Any, str] = {str: "a string", bool: "a boolean", int: "an integer"}
+    return names[spec]
+
+
+def _wrong_type(where: str, spec: Any, value: Any) -> Problem:
+    shown = json.dumps(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return Problem(where, f"must be {_type_name(spec)}, not {shown}")
 
 
 def _check_types(value: Any, spec: Any, where: str, out: list[Problem]) -> Any:
-    """Check ``value`` against ``spec``; returns it with lower-cased keys."""
+    """Check ``value`` against ``spec`` as Go's decoder would, but stricter:
+    returns it with lower-cased keys, None where the type is wrong."""
+    shown = spec
     if isinstance(spec, tuple):
-        if value is None and None in spec:
+        if value is None:
             return None
         spec = next(s for s in spec if s is not None)
     if isinstance(spec, dict):
+        if value is None:  # Go leaves the field at its zero value
+            return None
         if not isinstance(value, dict):
-            out.append(Problem(where, f"must be {_type_name(spec)}"))
+            out.append(_wrong_type(where, spec, value))
             return None
         result: dict[str, Any] = {}
         for key, item in value.items():
             low = key.lower()
             field = f"{where}.{key}" if where else key
             if low not in spec:
-                names = [_CANONICAL.get(k, k) for k in spec]
-                hint = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-                also = f" (did you mean {hint[0]!r}?)" if hint else ""
+                hint = difflib.get_close_matches(low, list(spec), n=1, cutoff=0.6)
+                also = f" (did you mean {_CANONICAL.get(hint[0], hint[0])!r}?)" if hint else ""
                 out.append(Problem(field, f"unknown key; the daemon would ignore it{also}"))
                 continue
             if low in result:
@@ -254,205 +381,227 @@ def _check_types(value: Any, spec: Any, where: str, out: list[Problem]) -> Any:
         if value is None:
             return []
         if not isinstance(value, list):
-            out.append(Problem(where, f"must be {_type_name(spec)}"))
+            out.append(_wrong_type(where, spec, value))
             return []
         return [_check_types(v, spec[0], f"{where}[{i}]", out) for i, v in enumerate(value)]
-    ok = type(value) is spec or (spec is int and type(value) is int)
-    if not ok:
-        out.append(Problem(where, f"must be {_type_name(spec)}, not {json.dumps(value)[:40]}"))
+    if type(value) is not spec:  # not isinstance: True is not an integer here
+        out.append(_wrong_type(where, shown, value))
         return None
     return value
 
 
-def _in_rootfs(rootfs: Path, path: str) -> Path:
-    return rootfs / path.lstrip("/")
-
-
-def _exists_in_rootfs(rootfs: Path, path: str) -> bool:
-    """Whether ``path`` exists inside the rootfs, following symlinks there."""
-    current = rootfs
-    parts = [p for p in PurePosixPath(path).parts if p != "/"]
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            current = current.parent if current != rootfs else rootfs
-            continue
-        candidate = current / part
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                return False
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = rootfs
-            parts = [p for p in PurePosixPath(target).parts if p != "/"] + parts
-            continue
-        if not candidate.exists():
-            return False
-        current = candidate
-    return True
+def _is_bind(mount: Mapping[str, Any]) -> bool:
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
 def validate_config(config: Any, rootfs: Path | None = None) -> list[Problem]:
     """Every problem with ``config`` (errors and warnings), none raised."""
     problems: list[Problem] = []
     if not isinstance(config, dict):
-        return [Problem("config.json", "must be a JSON object")]
-    c = _check_types(config, _SCHEMA, "", problems) or {}
+        return [_wrong_type("config.json", {}, config)]
+    c: dict[str, Any] = _check_types(config, _SCHEMA, "", problems) or {}
+    mistyped = {p.field for p in problems}
 
-    def need(key: str) -> None:
-        if key not in c or c[key] in (None, [], ""):
-            problems.append(Problem(_CANONICAL.get(key, key), "is required"))
+    def error(field: str, message: str) -> None:
+        problems.append(Problem(field, message))
 
-    need("entrypoint")
-    need("interface")
+    def warning(field: str, message: str) -> None:
+        problems.append(Problem(field, message, error=False))
+
+    root = rootfs
+    if rootfs is not None and not rootfs.is_dir():
+        error("rootfs", f"{rootfs} is not a directory")
+        root = None
+
     entrypoint = c.get("entrypoint") or []
-    if entrypoint and entrypoint[0] is not None and not str(entrypoint[0]).startswith("/"):
-        problems.append(
-            Problem("entrypoint[0]", f"must be an absolute path (the daemon runs no shell): "
-                    f"{entrypoint[0]!r}")
+    if not entrypoint and "entrypoint" not in mistyped:
+        error("entrypoint", "is required (the plugin's program and its arguments)")
+    program = entrypoint[0] if entrypoint else None
+    if isinstance(program, str) and not program.startswith("/"):
+        error(
+            "entrypoint[0]",
+            f"must be an absolute path (the image's PATH does not apply): {program!r}",
         )
+    elif isinstance(program, str) and root is not None:
+        found = resolve_in_rootfs(root, program)
+        if found is None or not found.exists():
+            error("entrypoint[0]", f"{program} does not exist in the rootfs")
+        elif not found.is_file() or not found.stat().st_mode & 0o111:
+            error("entrypoint[0]", f"{program} is not an executable file in the rootfs")
 
-    iface = c.get("interface") or {}
-    types = iface.get("types") or []
-    if "interface" in c and not types:
-        problems.append(Problem("interface.types", "is required (e.g. docker.volumedriver/1.0)"))
-    for i, t in enumerate(types):
+    iface = c.get("interface")
+    if iface is None:
+        if "interface" not in mistyped:
+            error("interface", "is required")
+        iface = {}
+    else:
+        if not iface.get("types") and "interface.types" not in mistyped:
+            error("interface.types", "is required (e.g. docker.volumedriver/1.0)")
+        if iface.get("socket") in (None, "") and "interface.socket" not in mistyped:
+            error("interface.socket", "is required (e.g. plugin.sock)")
+    for i, t in enumerate(iface.get("types") or []):
         if t is None:
             continue
         m = re.fullmatch(r"docker\.([a-z]+)/(.+)", t)
         if not m or m.group(1) not in CAPABILITY_TYPES:
             known = ", ".join(f"docker.{k}/1.0" for k in sorted(CAPABILITY_TYPES))
-            problems.append(Problem(f"interface.types[{i}]", f"unknown type {t!r} (known: {known})"))
+            error(f"interface.types[{i}]", f"unknown type {t!r} (known: {known})")
         elif m.group(2) != "1.0":
-            problems.append(
-                Problem(f"interface.types[{i}]", f"version must be exactly 1.0, not {m.group(2)!r}")
-            )
+            error(f"interface.types[{i}]", f"version must be exactly 1.0, not {m.group(2)!r}")
     sock = iface.get("socket")
-    if "interface" in c and not sock:
-        problems.append(Problem("interface.socket", "is required (e.g. plugin.sock)"))
-    elif isinstance(sock, str):
+    if sock:
         if "/" in sock:
-            problems.append(Problem("interface.socket", f"must be a file name, not a path: {sock!r}"))
+            error("interface.socket", f"must be a file name, not a path: {sock!r}")
         if len(sock) > MAX_SOCKET:
-            problems.append(
-                Problem("interface.socket", f"{sock!r} is {len(sock)} characters; the daemon's "
-                        f"limit is {MAX_SOCKET} (its socket path must fit in 108 bytes)")
+            error(
+                "interface.socket",
+                f"{sock!r} is {len(sock)} characters; the daemon's limit is {MAX_SOCKET} "
+                "(its socket path must fit in 108 bytes)",
             )
     scheme = iface.get("protocolscheme")
     if scheme not in (None, "", "moby.plugins.http/v1"):
-        problems.append(
-            Problem("interface.protocolScheme", f"{scheme!r} is not the HTTP protocol; the daemon "
-                    "would refuse to talk to the plugin (use \"\" or \"moby.plugins.http/v1\")")
+        error(
+            "interface.protocolScheme",
+            f"{scheme!r} is not the HTTP protocol; the daemon would refuse to talk to the "
+            'plugin (use "" or "moby.plugins.http/v1")',
         )
 
     for key in ("workdir", "propagatedmount"):
         value = c.get(key)
-        if value and not value.startswith("/"):
-            problems.append(Problem(_CANONICAL.get(key, key), f"must be an absolute path: {value!r}"))
+        field = _CANONICAL.get(key, key)
+        if not value:
+            continue
+        if not value.startswith("/"):
+            error(field, f"must be an absolute path: {value!r}")
+        elif root is not None and not _exists_in_rootfs(root, value):
+            error(field, f"{value} does not exist in the rootfs (create it in the Dockerfile)")
 
-    # Settable names: the daemon resolves env, then mounts, devices, args; a
-    # duplicate name is silently shadowed.
+    network = (c.get("network") or {}).get("type")
+    if network == "bridge":
+        warning("network.type", "'bridge' gives the plugin no network at all; use \"host\"")
+    elif network not in (None, "", "host", "none"):
+        warning(
+            "network.type",
+            f'{network!r} is no network mode: the plugin gets no network (use "host" or "")',
+        )
+
+    # `docker plugin set NAME=...` looks for NAME in env, then mounts, devices
+    # and args; the first match wins, so a second use of a name is unreachable.
     names: dict[str, str] = {}
 
-    def settable_name(kind: str, where: str, name: Any, settable: list[Any], allowed: str) -> None:
+    def setting(where: str, item: Mapping[str, Any], allowed: str, env: bool = False) -> None:
+        name = item.get("name")
+        settable = item.get("settable") or []
         if not name:
-            problems.append(Problem(f"{where}.name", "is required"))
+            if env:
+                error(f"{where}.name", "is required")
+            elif settable:
+                error(f"{where}.name", "is required (`docker plugin set` finds settings by name)")
             return
         if name in names:
-            problems.append(
-                Problem(f"{where}.name", f"{name!r} is also the name of {names[name]}; "
-                        "`docker plugin set` would only reach the first")
+            error(
+                f"{where}.name",
+                f"{name!r} is also the name of {names[name]}; `docker plugin set` would only "
+                "reach the first",
             )
-        names[name] = where
-        for s in settable or []:
+        else:
+            names[name] = where
+        for s in settable:
             if s != allowed:
-                problems.append(
-                    Problem(f"{where}.settable", f"{kind} can only make {allowed!r} settable, "
-                            f"not {s!r}")
+                error(f"{where}.settable", f"only {allowed!r} can be settable here, not {s!r}")
+
+    def host_path(where: str, item: Mapping[str, Any], key: str, what: str) -> None:
+        """A mount's source or a device's path: set by users, so checked
+        against what `docker plugin set` can and cannot do."""
+        value = item.get(key)
+        settable = key in (item.get("settable") or [])
+        field = f"{where}.{key}"
+        if value is None:
+            if settable:
+                error(
+                    field,
+                    f"is null, which `docker plugin set` cannot change (the daemon answers "
+                    f'"Plugin config has no {what}"); give a default, or "" for users to set',
                 )
+            else:
+                error(field, "is null and not settable: the plugin could never be enabled")
+        elif value == "":
+            if settable:
+                setting_name = item.get("name") or "NAME"
+                warning(
+                    field,
+                    f"is empty: users must `docker plugin set PLUGIN {setting_name}.{key}=/path` "
+                    "before enable",
+                )
+            else:
+                error(field, "is empty and not settable: the plugin could never be enabled")
 
     for i, e in enumerate(c.get("env") or []):
-        if not e:
+        if e is None:
             continue
         where = f"env[{i}]"
-        settable_name("env", where, e.get("name"), e.get("settable"), "value")
+        setting(where, e, "value", env=True)
         name = e.get("name") or ""
         if "=" in name:
-            problems.append(Problem(f"{where}.name", f"must not contain '=': {name!r}"))
+            error(f"{where}.name", f"must not contain '=': {name!r}")
         if "." in name and e.get("settable"):
-            problems.append(
-                Problem(f"{where}.name", f"{name!r} contains '.', so `docker plugin set` "
-                        "cannot set it")
-            )
+            error(f"{where}.name", f"{name!r} contains '.', so `docker plugin set` cannot set it")
+
     for i, m in enumerate(c.get("mounts") or []):
-        if not m:
+        if m is None:
             continue
         where = f"mounts[{i}]"
-        settable_name("mount", where, m.get("name"), m.get("settable"), "source")
+        setting(where, m, "source")
         dest = m.get("destination")
         if not dest:
-            problems.append(Problem(f"{where}.destination", "is required"))
+            if f"{where}.destination" not in mistyped:
+                error(f"{where}.destination", "is required")
         elif not dest.startswith("/"):
-            problems.append(Problem(f"{where}.destination", f"must be an absolute path: {dest!r}"))
-        elif rootfs is not None and not _exists_in_rootfs(rootfs, dest):
-            problems.append(
-                Problem(f"{where}.destination", f"{dest} does not exist in the rootfs "
-                        "(create it in the Dockerfile)")
+            error(f"{where}.destination", f"must be an absolute path: {dest!r}")
+        elif root is not None and not _exists_in_rootfs(root, dest):
+            error(
+                f"{where}.destination",
+                f"{dest} does not exist in the rootfs (create it in the Dockerfile)",
             )
+        if f"{where}.source" not in mistyped:
+            host_path(where, m, "source", "mount source")
         source = m.get("source")
-        if source == "":
-            problems.append(
-                Problem(f"{where}.source", "is empty: the plugin would fail to start; give a "
-                        "default or null")
-            )
-        elif source is None and "source" not in (m.get("settable") or []):
-            problems.append(
-                Problem(f"{where}.source", "is null and not settable: the plugin can never start")
-            )
-        elif source is None:
-            problems.append(
-                Problem(f"{where}.source", "is null: users must `docker plugin set` it before "
-                        "enable", error=False)
-            )
+        if source and not source.startswith("/") and _is_bind(m):
+            error(f"{where}.source", f"a bind mount needs an absolute host path: {source!r}")
+
     linux = c.get("linux") or {}
     for i, cap in enumerate(linux.get("capabilities") or []):
-        if cap is not None and cap not in LINUX_CAPS:
-            hint = difflib.get_close_matches(str(cap).upper(), sorted(LINUX_CAPS), n=1)
-            also = f" (did you mean {hint[0]!r}?)" if hint else ""
-            problems.append(Problem(f"linux.capabilities[{i}]", f"unknown capability {cap!r}{also}"))
+        if cap is None or cap in LINUX_CAPS:
+            continue
+        upper = cap.upper()
+        hints = [h for h in (upper, f"CAP_{upper}") if h in LINUX_CAPS]
+        hints = hints or difflib.get_close_matches(upper, sorted(LINUX_CAPS), n=1)
+        also = f" (did you mean {hints[0]!r}?)" if hints else ""
+        error(f"linux.capabilities[{i}]", f"unknown capability {cap!r}{also}")
     for i, d in enumerate(linux.get("devices") or []):
-        if d:
-            settable_name("device", f"linux.devices[{i}]", d.get("name"), d.get("settable"), "path")
+        if d is None:
+            continue
+        where = f"linux.devices[{i}]"
+        setting(where, d, "path")
+        if f"{where}.path" not in mistyped:
+            host_path(where, d, "path", "device path")
+        path = d.get("path")
+        if path and not path.startswith("/"):
+            error(f"{where}.path", f"must be an absolute host path: {path!r}")
     args = c.get("args")
     if args:
-        settable_name("args", "args", args.get("name"), args.get("settable"), "value")
-    if c.get("user"):
-        problems.append(Problem("user", "is ignored by the daemon: plugins run as root", False))
-    if c.get("rootfs"):
-        problems.append(Problem("rootfs", "is overwritten by `docker plugin create`", False))
+        setting("args", args, "value")
 
-    if rootfs is not None:
-        if not rootfs.is_dir():
-            problems.append(Problem("rootfs", f"{rootfs} is not a directory"))
-            return problems
-        if not _exists_in_rootfs(rootfs, "/run/docker/plugins"):
-            problems.append(
-                Problem("rootfs", "/run/docker/plugins does not exist (the daemon mounts the "
-                        "socket directory there)")
-            )
-        pm = c.get("propagatedmount")
-        if pm and not _exists_in_rootfs(rootfs, pm):
-            problems.append(Problem("propagatedMount", f"{pm} does not exist in the rootfs"))
-        if entrypoint and isinstance(entrypoint[0], str) and entrypoint[0].startswith("/"):
-            if not _exists_in_rootfs(rootfs, entrypoint[0]):
-                problems.append(
-                    Problem("entrypoint[0]", f"{entrypoint[0]} does not exist in the rootfs")
-                )
-        wd = c.get("workdir")
-        if wd and wd.startswith("/") and not _exists_in_rootfs(rootfs, wd):
-            problems.append(Problem("workdir", f"{wd} does not exist in the rootfs"))
+    if c.get("user"):
+        warning("user", "is ignored by the daemon: plugins run as root")
+    if c.get("rootfs"):
+        warning("rootfs", "is overwritten by `docker plugin create`")
+    if root is not None and not _exists_in_rootfs(root, "/run/docker/plugins"):
+        error(
+            "rootfs",
+            "/run/docker/plugins does not exist (the daemon mounts the socket directory there)",
+        )
     return problems
 
 

@@ -3,14 +3,17 @@ inspect. Every daemon refusal becomes an EngineError carrying its reason."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from ._errors import EngineError
 from ._project import normalize_name
@@ -26,7 +29,9 @@ REF_FILE = ".plugin-ref"
 
 
 def docker_client(timeout: int = 600) -> Any:
-    import docker
+    """A docker.DockerClient for the daemon of DOCKER_HOST (or the default
+    socket), checked with a ping; EngineError if it cannot be reached."""
+    import docker  # type: ignore[import-untyped,unused-ignore]
 
     try:
         client = docker.from_env(timeout=timeout)
@@ -48,7 +53,7 @@ def _reason(exc: BaseException) -> str:
 
 @contextmanager
 def _engine_call(what: str) -> Iterator[None]:
-    import docker.errors
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
     import requests.exceptions
 
     try:
@@ -78,7 +83,7 @@ class Engine:
         return self._exists(normalize_name(name))
 
     def _exists(self, name: str) -> dict[str, Any] | None:
-        import docker.errors
+        import docker.errors  # type: ignore[import-untyped,unused-ignore]
 
         try:
             return dict(self.api.inspect_plugin(name))
@@ -165,36 +170,74 @@ class Engine:
             self.api.remove_plugin(name, force=force)
         return True
 
-    def ensure_mount_sources(self, info: dict[str, Any]) -> None:
+    def ensure_mount_sources(self, info: Mapping[str, Any]) -> None:
         """Create missing bind-mount sources when the daemon runs on this host:
-        the daemon refuses to start a plugin whose mount source is missing."""
-        if not _local_daemon():
-            return
-        for mount in (info.get("Settings") or {}).get("Mounts") or []:
-            source = mount.get("Source")
-            if mount.get("Type") == "bind" and source and source.startswith("/"):
-                if not os.path.exists(source):
-                    os.makedirs(source, mode=0o700, exist_ok=True)
-                    self.report(f"created the mount source {source} ({mount.get('Name')})")
+        the daemon refuses to start a plugin whose mount source is missing.
 
-    def _startup_hint(self, info: dict[str, Any]) -> str:
+        Reads ``Config.Mounts``: that is what the daemon mounts, and what
+        ``docker plugin set`` changes (``Settings.Mounts`` goes stale after a
+        daemon restart)."""
+        if not _local_daemon(self.api):
+            return
+        mounts = (info.get("Config") or {}).get("Mounts")
+        if mounts is None:
+            mounts = (info.get("Settings") or {}).get("Mounts")
+        for mount in mounts or []:
+            source = mount.get("Source")
+            options = mount.get("Options") or []
+            bind = mount.get("Type") == "bind" or "bind" in options or "rbind" in options
+            if not bind or not source or not source.startswith("/") or os.path.lexists(source):
+                continue
+            try:
+                os.makedirs(source, mode=0o700)
+            except OSError as exc:
+                self.report(f"cannot create the mount source {source}: {exc.strerror}")
+            else:
+                self.report(f"created the mount source {source} ({mount.get('Name')})")
+
+    def _startup_hint(self, info: Mapping[str, Any]) -> str:
         plugin_id = info["Id"]
         lines = _daemon_log_lines(plugin_id)
         if lines:
             return "\n  the plugin's last output:\n    " + "\n    ".join(lines)
-        return (
-            f"\n  the plugin's output is in the daemon's log: lines with plugin={plugin_id}"
-        )
+        return f"\n  the plugin's output is in the daemon's log: lines with plugin={plugin_id}"
 
 
-def _local_daemon() -> bool:
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def _local_daemon(api: Any) -> bool:
+    """Whether the daemon sees this host's filesystem (a unix socket or a
+    loopback address); docker-py's base URL for a unix socket is
+    ``http+docker://localhost``."""
+    base = getattr(api, "base_url", None)
+    if isinstance(base, str):
+        return urlparse(base).hostname in _LOCAL_HOSTS
     host = os.environ.get("DOCKER_HOST", "")
-    return host in ("",) or host.startswith("unix://")
+    return host == "" or host.startswith("unix://")
+
+
+_MSG = re.compile(r'\bmsg=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _log_message(line: str) -> str:
+    """The ``msg`` of one logfmt line of the daemon (Go-quoted when needed)."""
+    m = _MSG.search(line)
+    if m is None:
+        return line.strip()
+    raw = m.group(1)
+    if not raw.startswith('"'):
+        return raw
+    try:
+        return str(json.loads(raw))
+    except ValueError:  # a Go escape JSON lacks, such as \x1b
+        return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
 def _daemon_log_lines(plugin_id: str, limit: int = 8) -> list[str]:
     """The plugin's last lines in the daemon's log, when the log is a readable
-    file here (scripts/engine writes it to /var/log/dpk-dockerd.log)."""
+    file here (scripts/engine writes it to /var/log/dpk-dockerd.log; the
+    DPK_DOCKERD_LOG variable names another)."""
     path = os.environ.get("DPK_DOCKERD_LOG", "/var/log/dpk-dockerd.log")
     try:
         with open(path, "rb") as f:
@@ -204,11 +247,7 @@ def _daemon_log_lines(plugin_id: str, limit: int = 8) -> list[str]:
     except OSError:
         return []
     mine = [line for line in tail if f"plugin={plugin_id}" in line]
-    out = []
-    for line in mine[-limit:]:
-        msg = line.split('msg="', 1)[-1].rsplit('" plugin=', 1)[0]
-        out.append(msg.replace('\\"', '"'))
-    return out
+    return [_log_message(line) for line in mine[-limit:]]
 
 
 def _pack(bundle: Path, ref: Path, archive: Path) -> None:
@@ -222,9 +261,21 @@ def _pack(bundle: Path, ref: Path, archive: Path) -> None:
         import subprocess
 
         proc = subprocess.run(
-            [tar, "-cf", str(archive), "--numeric-owner", "-C", str(bundle), "config.json",
-             "rootfs", "--transform", f"s,^\\{ref.name}$,rootfs/{ref.name},",
-             "-C", str(ref.parent), ref.name],
+            [
+                tar,
+                "-cf",
+                str(archive),
+                "--numeric-owner",
+                "-C",
+                str(bundle),
+                "config.json",
+                "rootfs",
+                "--transform",
+                f"s,^\\{ref.name}$,rootfs/{ref.name},",
+                "-C",
+                str(ref.parent),
+                ref.name,
+            ],
             capture_output=True,
             text=True,
         )

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import ProjectError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the package supports 3.10, whose standard library has no TOML parser
+    import tomli as tomllib
+
 __all__ = ["Project", "load_project", "normalize_name"]
 
 # An image-style reference, lower case: [host[:port]/]path[:tag] (no digest).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)?"
-_NAME_RE = re.compile(rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+_NAME_RE = re.compile(rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?", re.ASCII)
+_DRIVER_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+MAX_SOCKET = 23
 
 
 def normalize_name(name: str) -> str:
     """``acme/vol`` -> ``acme/vol:latest``; ProjectError for an invalid reference."""
-    if not _NAME_RE.match(name) or len(name) > 255:
+    if "@" in name:
+        raise ProjectError(
+            f"invalid plugin name {name!r}: a plugin name has a tag, not a digest "
+            "(e.g. acme/myplugin:1.0)"
+        )
+    if not _NAME_RE.fullmatch(name) or len(name) > 255:
         raise ProjectError(
             f"invalid plugin name {name!r}: use an image-style reference in lower case, "
             "e.g. acme/myplugin:1.0 or localhost:5000/acme/myplugin"
@@ -31,6 +43,9 @@ def normalize_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Project:
+    """A plugin project: plugin.toml, read by ``load_project``. ``root`` is
+    the directory holding it (the Docker build context)."""
+
     root: Path
     name: str
     drivers: tuple[str, ...]
@@ -80,10 +95,14 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
     except tomllib.TOMLDecodeError as exc:
         raise ProjectError(f"{path}: invalid TOML: {exc}") from None
     for table, value in data.items():
+        if not isinstance(value, dict):
+            if table in _KNOWN:
+                raise ProjectError(f"{path}: {table} must be a table ([{table}])")
+            raise ProjectError(
+                f"{path}: unknown key {table!r} outside a table (known tables: plugin, build)"
+            )
         if table not in _KNOWN:
             raise ProjectError(f"{path}: unknown table [{table}] (known: plugin, build)")
-        if not isinstance(value, dict):
-            raise ProjectError(f"{path}: {table} must be a table")
         for key in value:
             if key not in _KNOWN[table]:
                 known = ", ".join(sorted(_KNOWN[table]))
@@ -107,27 +126,40 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
             raise ProjectError(f"{path}: {where}.{key} must be a list of strings")
         return tuple(value)
 
+    given_name = text(plugin, "plugin", "name")
+    try:
+        name = normalize_name(given_name)
+    except ProjectError as exc:
+        raise ProjectError(f"{path}: plugin.name: {exc}") from None
     drivers = strings(plugin, "plugin", "drivers")
     if not drivers:
         raise ProjectError(f"{path}: plugin.drivers is required (e.g. ['mypkg.driver:MyVolumes'])")
     for spec in drivers:
-        if not re.fullmatch(r"[\w.]+:\w+", spec):
+        if not _DRIVER_RE.fullmatch(spec):
             raise ProjectError(f"{path}: plugin.drivers: {spec!r} must be written module:ClassName")
-    try:
-        name = normalize_name(text(plugin, "plugin", "name"))
-    except ProjectError as exc:
-        raise ProjectError(f"{path}: plugin.name: {exc}") from None
+    socket = text(plugin, "plugin", "socket")
+    if not socket:
+        raise ProjectError(f"{path}: plugin.socket is required")
+    if "/" in socket:
+        raise ProjectError(f"{path}: plugin.socket: must be a file name, not a path: {socket!r}")
+    if len(socket) > MAX_SOCKET:
+        raise ProjectError(
+            f"{path}: plugin.socket: {socket!r} is {len(socket)} characters; the daemon's "
+            f"limit is {MAX_SOCKET}"
+        )
     return Project(
         root=path.resolve().parent,
         name=name,
         drivers=drivers,
-        socket=text(plugin, "plugin", "socket"),
+        socket=socket,
         description=text(plugin, "plugin", "description", ""),
         documentation=text(plugin, "plugin", "documentation", ""),
         entrypoint=strings(plugin, "plugin", "entrypoint"),
         dockerfile=text(build, "build", "dockerfile", Project.dockerfile),
         base_image=text(build, "build", "base_image", Project.base_image),
-        fallback_base_image=text(build, "build", "fallback_base_image", Project.fallback_base_image),
+        fallback_base_image=text(
+            build, "build", "fallback_base_image", Project.fallback_base_image
+        ),
         python=text(build, "build", "python", Project.python),
         requirements=strings(build, "build", "requirements") or (),
         output=text(build, "build", "output", Project.output),

@@ -9,16 +9,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
+from ._config import resolve_in_rootfs
+from ._engine import _reason
 from ._errors import BuildError
 from ._project import Project
 
 __all__ = [
     "build_image",
+    "docker_errors",
     "ensure_base_image",
     "export_rootfs",
     "load_drivers",
@@ -28,6 +32,19 @@ __all__ = [
 ]
 
 Report = Callable[[str], None]
+
+
+@contextmanager
+def docker_errors(what: str) -> Iterator[None]:
+    """The daemon's refusals (and a lost connection) as BuildError."""
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+    import requests.exceptions
+
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise BuildError(f"{what}: {_reason(exc)}") from None
+
 
 #: The kit's own runtime packages; pinned to the versions the host has (the
 #: ones the tests ran against).
@@ -46,12 +63,14 @@ def load_drivers(project: Project) -> list[type[Driver]]:
         try:
             drivers.append(load_driver_class(spec))
         except Exception as exc:
-            raise BuildError(f"plugin.drivers: cannot load {spec}: {type(exc).__name__}: {exc}")
+            raise BuildError(
+                f"plugin.drivers: cannot load {spec}: {type(exc).__name__}: {exc}"
+            ) from None
     return drivers
 
 
 def _image(client: Any, name: str) -> Any | None:
-    import docker.errors
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
 
     try:
         return client.images.get(name)
@@ -62,14 +81,15 @@ def _image(client: Any, name: str) -> Any | None:
 def ensure_base_image(client: Any, project: Project, report: Report) -> str:
     """The image to build FROM: the configured base if present or pullable,
     else the fallback made from Debian's packages by scripts/make-base-image."""
-    import docker.errors
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
 
     base = project.base_image
     if _image(client, base) is not None:
         return base
     if _image(client, project.fallback_base_image) is not None:
-        report(f"{base} is not here; using {project.fallback_base_image} (made from Debian's "
-               "packages)")
+        report(
+            f"{base} is not here; using {project.fallback_base_image} (made from Debian's packages)"
+        )
         return project.fallback_base_image
     report(f"pulling {base}")
     try:
@@ -84,9 +104,13 @@ def ensure_base_image(client: Any, project: Project, report: Report) -> str:
             f"base image {base} cannot be pulled and {script} is missing; build or load a base "
             "image with python3 and set build.base_image"
         )
-    report(f"making {project.fallback_base_image} from Debian's packages instead "
-           f"({script.name}, about a minute)")
-    proc = subprocess.run([str(script), project.fallback_base_image], capture_output=True, text=True)
+    report(
+        f"making {project.fallback_base_image} from Debian's packages instead "
+        f"({script.name}, about a minute)"
+    )
+    proc = subprocess.run(
+        [str(script), project.fallback_base_image], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise BuildError(f"{script.name} failed: " + " | ".join(tail))
@@ -119,20 +143,36 @@ def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path
                 return dest
         except ValueError:
             pass
-    version = client.containers.run(
-        base,
-        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        remove=True,
-        entrypoint=[],
-    ).decode().strip()
+    version = (
+        client.containers.run(
+            base,
+            ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            remove=True,
+            entrypoint=[],
+        )
+        .decode()
+        .strip()
+    )
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(image.attrs.get("Architecture"), "x86_64")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     platforms = [f"manylinux_2_{minor}_{arch}" for minor in (36, 34, 31, 28, 17)]
     platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest),
-           "--only-binary=:all:", "--python-version", version, "--implementation", "cp"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--dest",
+        str(dest),
+        "--only-binary=:all:",
+        "--python-version",
+        version,
+        "--implementation",
+        "cp",
+    ]
     for platform in platforms:
         cmd += ["--platform", platform]
     report(f"downloading wheels for Python {version}: {' '.join(requirements)}")
@@ -215,9 +255,14 @@ def export_rootfs(client: Any, image: str, dest: Path, report: Report) -> int:
 
 def make_dirs(rootfs: Path, paths: Iterable[str], report: Report) -> None:
     """Create the directories the daemon mounts onto (socket dir, mounts,
-    propagated mount), so the Dockerfile need not know them."""
+    propagated mount), so the Dockerfile need not know them.
+
+    Symlinks are followed inside the rootfs: Debian's ``/var/run -> /run``
+    must not lead to the build host's ``/run``."""
     for path in paths:
-        target = rootfs / path.lstrip("/")
+        target = resolve_in_rootfs(rootfs, path)
+        if target is None:
+            raise BuildError(f"{path}: too many levels of symbolic links in the rootfs")
         if not os.path.lexists(target):
             target.mkdir(parents=True, exist_ok=True)
             report(f"created {path} in the rootfs")
@@ -227,8 +272,6 @@ def tree_size(root: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            try:
+            with suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
     return total
