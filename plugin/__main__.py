@@ -8,25 +8,50 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
+import traceback
 
 from ._driver import Driver
 from ._serve import configure_logging, serve
 
 
 def load_driver_class(spec: str) -> type[Driver]:
-    """``package.module:ClassName`` -> the class; ValueError with a clear reason."""
+    """``package.module:ClassName`` -> the class.
+
+    ValueError with a one-line reason when the spec is malformed, names no
+    module or attribute, or names something that is not a driver class. An
+    error raised while the module itself is imported propagates unchanged.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"driver {spec!r} must be written module:ClassName")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing module of the spec is the spec's fault; a missing
+        # dependency of the driver's module is a real import error.
+        if exc.name is None or not _is_prefix(exc.name, module_name):
+            raise
+        raise ValueError(f"driver {spec!r}: no module named {exc.name!r}") from None
     try:
         cls = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise ValueError(
+            f"driver {spec!r}: module {module_name!r} has no attribute {attr!r}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise ValueError(f"{spec} is not a driver class (subclass of VolumeDriver, ...)")
+        raise ValueError(
+            f"driver {spec!r}: not a driver class (a subclass of VolumeDriver or another type)"
+        )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise ValueError(f"driver {spec!r}: abstract class, implement {missing}")
     return cls
+
+
+def _is_prefix(package: str, module_name: str) -> bool:
+    return module_name == package or module_name.startswith(package + ".")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,15 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="socket file name in /run/docker/plugins")
     where.add_argument("--path", help="full socket path (legacy plugins, tests)")
-    parser.add_argument("--log-level", default=None)
+    parser.add_argument("--log-level", default=None, help="default: $LOG_LEVEL, else info")
     parser.add_argument("drivers", nargs="+", metavar="module:Class")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    # The daemon reports only "no such file or directory" for a plugin that
+    # never listens: say why on stderr, which lands in the daemon's log.
     try:
         drivers = [load_driver_class(spec)() for spec in args.drivers]
+    except ValueError as exc:
+        print(f"plugin: cannot start: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
-        # The daemon only reports "no such file or directory" for a plugin that
-        # never listens; say why on stderr, which lands in the daemon's log.
+        traceback.print_exc()
         print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:

@@ -48,16 +48,20 @@ def make_app(*drivers: Driver) -> Starlette:
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
                 routes.append(Route(path, _handler(path[1:], endpoint, fn), methods=["POST"]))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={
             404: _not_found,
             405: _not_allowed,
+            HTTPException: _http_error,
             # Last resort (the handler catches driver errors itself): keep the
             # answer a JSON object the daemon can read.
             Exception: _internal_error,
         },
     )
+    # "/VolumeDriver.Create/" would otherwise get a 307 redirect, not JSON.
+    app.router.redirect_slashes = False
+    return app
 
 
 def _json(status: int, body: bytes) -> Response:
@@ -65,7 +69,7 @@ def _json(status: int, body: bytes) -> Response:
 
 
 def error_response(status: int, message: str) -> Response:
-    return _json(status, json.dumps({"Err": message}).encode())
+    return _json(status, encode({"Err": message}))
 
 
 def _handler(
@@ -75,23 +79,33 @@ def _handler(
     response_type = endpoint.response
     is_async = inspect.iscoroutinefunction(fn)
     takes_request = request_type is not None
-    none_ok = response_type is None or not _requires_body(response_type)
+    # A None result stands for the response model's defaults when it has no
+    # required field (List -> {"Volumes": []}); otherwise it is a driver bug.
+    default_response = (
+        response_type if response_type is not None and not _requires_body(response_type) else None
+    )
 
     async def handle(request: Request) -> Response:
         try:
             body = await _read_body(request)
             req = decode_body(body, request_type)
+            args = (req,) if takes_request else ()
             if is_async:
-                result = await (fn(req) if takes_request else fn())
+                result = await fn(*args)
             else:
-                args = (req,) if takes_request else ()
+                # Plain methods may block: keep them off the event loop.
                 result = await run_in_threadpool(fn, *args)
-            if response_type is not None and not isinstance(result, response_type):
-                if not (result is None and none_ok):
-                    raise TypeError(
-                        f"{call} returned {type(result).__name__}, "
-                        f"expected {response_type.__name__}"
-                    )
+                if inspect.isawaitable(result):  # a plain wrapper of an async method
+                    result = await result
+            if result is None and default_response is not None:
+                result = default_response()
+            if response_type is None:
+                if result is not None:
+                    raise TypeError(f"{call} returned {type(result).__name__}, expected None")
+            elif not isinstance(result, response_type):
+                raise TypeError(
+                    f"{call} returned {type(result).__name__}, expected {response_type.__name__}"
+                )
             payload = encode(result)
         except PluginError as exc:
             if log.isEnabledFor(logging.DEBUG):
@@ -99,9 +113,10 @@ def _handler(
             return error_response(exc.status, exc.message)
         except Exception as exc:
             log.exception("%s failed", call)
-            # No traceback or internal path goes to the daemon: the log has it.
+            # No traceback, message or path goes to the daemon (the log has
+            # them); the daemon prefixes the call name itself.
             return error_response(
-                500, f"{call}: unexpected {type(exc).__name__} in the plugin (see its log)"
+                500, f"unexpected {type(exc).__name__} in the plugin (see its log)"
             )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
@@ -151,8 +166,11 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, HTTPException):
-        return error_response(exc.status_code, str(exc.detail))
     log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return error_response(500, "unexpected error in the plugin (see its log)")

@@ -32,12 +32,20 @@ class Endpoint:
         return method_name(self.name)
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# A word starts at a capital that follows a lower-case letter or a digit, or at
+# the last capital of an acronym when a lower-case word follows it. A capital
+# followed by a lower-case letter and then a digit ("IPv4") stays in its acronym.
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z](?![0-9]))")
 
 
 def method_name(wire_name: str) -> str:
-    """The one rule from wire verb to method name: ``GetCapabilities`` ->
-    ``get_capabilities``, ``EndpointOperInfo`` -> ``endpoint_oper_info``."""
+    """The one rule from wire verb to method name, with no exceptions:
+    words are split where the case changes and lower-cased.
+
+    ``GetCapabilities`` -> ``get_capabilities``, ``EndpointOperInfo`` ->
+    ``endpoint_oper_info``, ``IPv4Data`` -> ``ipv4_data``, ``AuthZReq`` ->
+    ``auth_z_req``.
+    """
     return _CAMEL.sub("_", wire_name).lower()
 
 
@@ -89,4 +97,9 @@ class Driver(ABC):
         fn = getattr(self, endpoint.method, None)
         if fn is None or getattr(fn, "__plugin_optional__", False):
             return None
+        if not callable(fn):
+            raise TypeError(
+                f"{type(self).__name__}.{endpoint.method} must be a method: it serves "
+                f"{self.prefix}.{endpoint.name}"
+            )
         return fn  # type: ignore[no-any-return]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
+import signal
 import socket as socketlib
 import stat
 import sys
+import threading
+from typing import Any
 
 from ._driver import Driver
 
@@ -19,6 +23,8 @@ PLUGIN_DIR = "/run/docker/plugins"
 #: The daemon's socket path, /run/docker/plugins/<64-hex id>/<name>, must stay
 #: under the 108-byte limit of AF_UNIX paths.
 MAX_SOCKET_NAME = 23
+#: sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
 
 log = logging.getLogger("plugin")
 
@@ -32,15 +38,19 @@ class _MaxLevel(logging.Filter):
         return record.levelno < self.below
 
 
-def configure_logging(level: str | int | None = None) -> None:
-    """Info to stdout, warnings and errors to stderr: the daemon logs a
-    plugin's stdout at info level and its stderr at error level."""
+def _level(level: str | int | None) -> int:
     if level is None:
         level = os.environ.get("LOG_LEVEL", "info")
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             level = logging.INFO
+    return level
+
+
+def configure_logging(level: str | int | None = None) -> None:
+    """Info to stdout, warnings and errors to stderr: the daemon logs a
+    plugin's stdout at info level and its stderr at error level."""
     fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
     out = logging.StreamHandler(sys.stdout)
     out.setFormatter(fmt)
@@ -50,11 +60,18 @@ def configure_logging(level: str | int | None = None) -> None:
     err.setLevel(logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [out, err]
-    root.setLevel(level)
+    root.setLevel(_level(level))
 
 
 def socket_path(socket: str | None, path: str | None) -> str:
+    if socket is not None and path is not None:
+        raise ValueError("serve() takes socket= or path=, not both")
     if path is not None:
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"socket path {path!r} is {len(os.fsencode(path))} bytes; unix sockets "
+                f"allow at most {MAX_SOCKET_PATH}"
+            )
         return path
     if not socket:
         raise ValueError("serve() needs socket= (the config's interface.socket) or path=")
@@ -83,15 +100,28 @@ def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> s
     sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
     try:
         sock.bind(path)
-        os.chmod(path, mode)
-        if group is not None:
-            gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
-            os.chown(path, -1, gid)
-        sock.listen(128)
     except BaseException:
         sock.close()
         raise
+    try:
+        os.chmod(path, mode)
+        if group is not None:
+            os.chown(path, -1, _gid(group))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        os.unlink(path)
+        raise
     return sock
+
+
+def _gid(group: str | int) -> int:
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"no such group: {group!r}") from None
 
 
 def serve(
@@ -106,38 +136,105 @@ def serve(
 
     ``socket`` is the file name from ``config.json`` ``interface.socket``; the
     socket is ``/run/docker/plugins/<socket>``. ``path`` overrides the whole
-    path, for a legacy plugin or a run outside Docker. Logs go to stdout
-    (info) and stderr (warnings, errors); ``log_level`` defaults to the
-    ``LOG_LEVEL`` environment variable.
-    """
-    # Bind before the heavier imports so a misconfiguration fails fast.
-    configure_logging(log_level)
-    where = socket_path(socket, path)
-    sock = bind_unix(where, mode=mode, group=group)
+    path, for a legacy plugin or a run outside Docker. The socket gets
+    ``mode`` and, if given, ``group``; it is removed on exit.
 
+    Unless logging is already configured, logs go to stdout (info) and stderr
+    (warnings, errors), where the daemon picks them up; ``log_level``
+    defaults to the ``LOG_LEVEL`` environment variable.
+    """
+    if not drivers:
+        raise ValueError("serve() needs at least one driver")
+    for driver in drivers:
+        if not isinstance(driver, Driver):
+            raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
+    where = socket_path(socket, path)
+    root = logging.getLogger()
+    if not root.handlers:
+        configure_logging(log_level)
+    elif log_level is not None:
+        root.setLevel(_level(log_level))
+    # Listen before the heavier imports: the daemon gives up on a plugin whose
+    # socket does not accept connections within ~9.5 s, and connections made
+    # meanwhile wait in the backlog.
+    with _StopOnSignal() as stop:
+        sock = bind_unix(where, mode=mode, group=group)
+        ours = _identity(where)
+        try:
+            _run(drivers, sock, where, stop)
+        finally:
+            sock.close()
+            with contextlib.suppress(OSError):
+                if _identity(where) == ours:  # never remove a successor's socket
+                    os.unlink(where)
+    log.info("stopped")
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    # The inode alone is not enough: a successor's socket may reuse it at once.
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def _run(
+    drivers: tuple[Driver, ...], sock: socketlib.socket, where: str, stop: _StopOnSignal
+) -> None:
     import uvicorn
 
     from ._app import make_app
 
-    app = make_app(*drivers)
     config = uvicorn.Config(
-        app,
+        make_app(*drivers),
+        http="auto",
+        ws="none",
+        interface="asgi3",
+        lifespan="off",
+        proxy_headers=False,
         log_config=None,
         access_log=False,
-        lifespan="off",
         server_header=False,
         date_header=False,
+        # Longer than the daemon's 30 s idle timeout, so that the daemon, not
+        # the plugin, closes idle connections (no race on a reused one).
+        timeout_keep_alive=65,
+        # In-flight calls get 8 s; the daemon sends SIGKILL 10 s after SIGTERM.
         timeout_graceful_shutdown=8,
     )
     server = uvicorn.Server(config)
     names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
     log.info("serving %s on %s", names, where)
-    try:
+    stop.server = server
+    if not stop.signalled:
         server.run(sockets=[sock])
-    finally:
-        sock.close()
-        try:
-            os.unlink(where)
-        except OSError:
-            pass
-    log.info("stopped")
+
+
+class _StopOnSignal:
+    """SIGTERM and SIGINT stop the server and let serve() return normally.
+
+    uvicorn handles both while it runs, then re-raises the signal to the
+    handler that was there before it; with Python's default handler the
+    process would die of SIGTERM (status 143) without removing its socket.
+    This handler is that previous one: it stops the server, or keeps it from
+    starting when the signal comes during start-up.
+    """
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.signalled = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        # Signals can only be handled in the main thread (uvicorn skips them too).
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signalled = True
+        if self.server is not None:
+            self.server.should_exit = True

@@ -6,11 +6,14 @@ because the daemon's names are not one casing rule (``ID``, ``Opts``,
 unknown keys are ignored, ``null`` is accepted for every map and list (Go sends
 nil maps as ``null``), and an empty body reads as ``{}``. Wrong types are
 refused with an error that names the field. Encoding leaves out fields that are
-``None`` so that optional values (``CreatedAt``) are absent rather than empty.
+``None`` so that optional values (``CreatedAt``) are absent rather than empty;
+``datetime`` is sent as RFC 3339 (``...Z``) and ``bytes`` as base64, as Go does.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime
 import json
@@ -54,7 +57,7 @@ class Model:
     @classmethod
     def from_wire(cls: type[M], data: Any, path: str = "") -> M:
         """Decode ``data`` (a parsed JSON object); raise BadRequest naming the field."""
-        return _codec(cls).decode(data, path)
+        return typing.cast(M, _codec(cls).decode(data, path))
 
     def to_wire(self) -> dict[str, Any]:
         """Encode to a JSON-ready dict with wire names; ``None`` fields left out."""
@@ -79,10 +82,11 @@ def decode_body(body: bytes, model: type[M] | None) -> M | None:
             raise BadRequest("bad request: body is not valid UTF-8") from None
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"bad request: body is not valid JSON ({exc})") from None
         except RecursionError:
             raise BadRequest("bad request: body is nested too deeply") from None
+        except ValueError as exc:
+            # JSONDecodeError, and also an integer of more than 4300 digits.
+            raise BadRequest(f"bad request: body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadRequest(f"bad request: body must be a JSON object, got {_json_type(data)}")
     return model.from_wire(data)
@@ -92,22 +96,30 @@ def encode(value: Model | Mapping[str, Any] | None) -> bytes:
     """Serialize a response; ``None`` becomes ``{}`` (the daemon needs a body)."""
     if value is None:
         return b"{}"
-    data = value.to_wire() if isinstance(value, Model) else dict(value)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    data = value.to_wire() if isinstance(value, Model) else _to_json(dict(value))
+    # allow_nan=False: NaN is not JSON and would fail the daemon's decoder.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. echoed from a "\ud800" in a request): escape it.
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 # --- codecs ----------------------------------------------------------------------
 
 
 class _Field:
-    __slots__ = ("attr", "decode", "default", "factory", "wire")
+    __slots__ = ("attr", "decode", "missing", "wire")
 
-    def __init__(self, attr: str, wire: str, decode: _Decoder, default: Any, factory: Any) -> None:
+    def __init__(
+        self, attr: str, wire: str, decode: _Decoder, missing: Callable[[], Any] | None
+    ) -> None:
         self.attr = attr
         self.wire = wire
         self.decode = decode
-        self.default = default
-        self.factory = factory
+        #: Makes the value of an absent or null key; None when the field is required.
+        self.missing = missing
 
 
 class _Codec:
@@ -115,34 +127,34 @@ class _Codec:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__} must be a dataclass")
         hints = typing.get_type_hints(cls)
-        self.cls = cls
+        self.cls: type[Model] = cls
         self.fields: list[_Field] = []
         for f in dataclasses.fields(cls):
             wire_name = f.metadata.get("wire")
             if wire_name is None:
                 raise TypeError(f"{cls.__name__}.{f.name} has no wire name (use wire(...))")
-            self.fields.append(
-                _Field(f.name, wire_name, _decoder(hints[f.name]), f.default, f.default_factory)
-            )
+            tp = hints[f.name]
+            self.fields.append(_Field(f.name, wire_name, _decoder(tp), _missing(f, tp)))
 
     def decode(self, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
-            raise BadRequest(f"bad request: {path or 'body'}: expected an object, got {_json_type(data)}")
+            where = path or "body"
+            raise BadRequest(f"bad request: {where}: expected an object, got {_json_type(data)}")
         kwargs: dict[str, Any] = {}
         for f in self.fields:
             value = data.get(f.wire)
-            where = f"{path}.{f.wire}" if path else f.wire
             if value is None:
-                # Go sends nil maps/slices as null: treat null like an absent key.
-                if f.factory is not dataclasses.MISSING:
-                    kwargs[f.attr] = f.factory()
-                    continue
-                if f.default is not dataclasses.MISSING:
-                    kwargs[f.attr] = f.default
-                    continue
-                raise BadRequest(f"bad request: {where}: required field missing")
-            kwargs[f.attr] = f.decode(value, where)
-        return self.cls(**kwargs)
+                # Go sends nil maps and slices as null: null reads like an absent key.
+                if f.missing is None:
+                    where = f"{path}.{f.wire}" if path else f.wire
+                    raise BadRequest(f"bad request: {where}: required field missing")
+                kwargs[f.attr] = f.missing()
+            else:
+                kwargs[f.attr] = f.decode(value, f"{path}.{f.wire}" if path else f.wire)
+        try:
+            return self.cls(**kwargs)
+        except ValueError as exc:  # a model's own check (__post_init__)
+            raise BadRequest(f"bad request: {path or 'body'}: {exc}") from None
 
     def encode(self, obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -151,6 +163,22 @@ class _Codec:
             if value is not None:
                 out[f.wire] = _to_json(value)
         return out
+
+
+def _missing(f: dataclasses.Field[Any], tp: Any) -> Callable[[], Any] | None:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+        return lambda: default
+    # Even without a default, a map or list may be null (Go's nil) and an
+    # optional value may be absent.
+    origin = typing.get_origin(tp)
+    if origin in (dict, list):
+        return typing.cast(Callable[[], Any], origin)
+    if origin in (Union, types.UnionType) and type(None) in typing.get_args(tp):
+        return lambda: None
+    return None
 
 
 def _codec(cls: type[Model]) -> _Codec:
@@ -168,6 +196,8 @@ def _to_json(value: Any) -> Any:
         return value
     if isinstance(value, datetime.datetime):
         return _rfc3339(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
@@ -178,8 +208,8 @@ def _to_json(value: Any) -> Any:
 def _rfc3339(value: datetime.datetime) -> str:
     # The daemon decodes time fields with Go's RFC 3339 parser; naive times are UTC.
     if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    text = value.astimezone(datetime.timezone.utc).isoformat()
+        value = value.replace(tzinfo=datetime.UTC)
+    text = value.astimezone(datetime.UTC).isoformat()
     return text.replace("+00:00", "Z")
 
 
@@ -207,6 +237,15 @@ def _decode_time(value: Any, path: str) -> datetime.datetime:
     raise BadRequest(f"bad request: {path}: expected an RFC 3339 time, got {value!r:.40}")
 
 
+def _decode_bytes(value: Any, path: str) -> bytes:
+    if type(value) is str:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise BadRequest(f"bad request: {path}: expected base64 data, got {_json_type(value)}")
+
+
 def _expect(kind: str, ok: Callable[[Any], bool]) -> _Decoder:
     def decode(value: Any, path: str) -> Any:
         if ok(value):
@@ -230,6 +269,8 @@ def _decoder(tp: Any) -> _Decoder:
         return lambda value, path: float(number(value, path))
     if tp is datetime.datetime:
         return _decode_time
+    if tp is bytes:
+        return _decode_bytes
     if isinstance(tp, type) and issubclass(tp, Model):
         _codec(tp)  # compiled now: a bad model fails at start-up, not mid-request
         return lambda value, path: tp.from_wire(value, path)
@@ -239,11 +280,14 @@ def _decoder(tp: Any) -> _Decoder:
         inner = [a for a in args if a is not type(None)]
         if len(inner) != 1:
             raise TypeError(f"unsupported union type {tp!r}")
-        return _decoder(inner[0])
+        decode_inner = _decoder(inner[0])
+        return lambda value, path: None if value is None else decode_inner(value, path)
     if origin is list:
         item = _decoder(args[0])
 
         def decode_list(value: Any, path: str) -> Any:
+            if value is None:
+                return []
             if type(value) is not list:
                 raise BadRequest(f"bad request: {path}: expected an array, got {_json_type(value)}")
             return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -253,8 +297,11 @@ def _decoder(tp: Any) -> _Decoder:
         item = _decoder(args[1])
 
         def decode_dict(value: Any, path: str) -> Any:
+            if value is None:
+                return {}
             if type(value) is not dict:
-                raise BadRequest(f"bad request: {path}: expected an object, got {_json_type(value)}")
+                kind = _json_type(value)
+                raise BadRequest(f"bad request: {path}: expected an object, got {kind}")
             return {k: item(v, f"{path}.{k}") for k, v in value.items()}
 
         return decode_dict

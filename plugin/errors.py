@@ -16,7 +16,8 @@ class PluginError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
+        # str(): the daemon only shows "Err" when it is a string.
+        self.message = str(message)
 
     def __str__(self) -> str:
         return self.message

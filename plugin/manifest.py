@@ -112,8 +112,11 @@ class Requirements:
 def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
     """Merge the declarations of the drivers served by one plugin process.
 
-    Conflicting declarations (two mounts named alike with different values,
-    two propagated mounts) raise ValueError naming both drivers.
+    Declarations shared by several drivers must agree: two mounts (devices,
+    env variables) of the same name with different values, two mounts onto
+    one destination, or two different propagated mounts, networks or args
+    raise ValueError naming both drivers. ``LOG_LEVEL`` is always declared
+    (a driver may declare its own, with another default).
     """
     drivers = list(drivers)
     if not drivers:
@@ -121,29 +124,29 @@ def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
     types: list[str] = []
     caps: set[str] = set()
     mounts = _merge("mount", [(d, m.name, m) for d in drivers for m in d.mounts])
+    _merge("mount destination", [(d, m.destination, m.name) for d in drivers for m in d.mounts])
     devices = _merge("device", [(d, x.name, x) for d in drivers for x in d.devices])
-    env = _merge("env", [(d, e.name, e) for d in drivers for e in (*d.env, LOG_LEVEL)])
-    args = _merge("args", [(d, "args", d.args) for d in drivers if d.args is not None])
-    propagated = _merge(
-        "propagated_mount",
-        [(d, "propagated_mount", d.propagated_mount) for d in drivers if d.propagated_mount],
+    env = _merge("env", [(d, e.name, e) for d in drivers for e in d.env])
+    if all(e.name != LOG_LEVEL.name for e in env):
+        env.append(LOG_LEVEL)
+    args = _merge_one("args", [(d, d.args) for d in drivers if d.args is not None])
+    propagated = _merge_one(
+        "propagated_mount", [(d, d.propagated_mount) for d in drivers if d.propagated_mount]
     )
+    network = _merge_one("network", [(d, d.network) for d in drivers if d.network])
     for d in drivers:
         if d.capability not in types:
             types.append(d.capability)
         caps.update(d.linux_capabilities)
-    networks = {d.network for d in drivers if d.network}
-    if len(networks) > 1:
-        raise ValueError(f"drivers ask for different network types: {sorted(networks)}")
     return Requirements(
         interface_types=tuple(types),
         linux_capabilities=tuple(sorted(caps)),
         mounts=tuple(mounts),
         devices=tuple(devices),
         env=tuple(env),
-        args=args[0] if args else None,
-        propagated_mount=propagated[0] if propagated else None,
-        network=networks.pop() if networks else "",
+        args=args,
+        propagated_mount=propagated,
+        network=network or "",
         ipc_host=any(d.ipc_host for d in drivers),
         pid_host=any(d.pid_host for d in drivers),
         allow_all_devices=any(d.allow_all_devices for d in drivers),
@@ -151,6 +154,7 @@ def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
 
 
 def _merge(kind: str, items: Sequence[tuple[type[Driver], str, T]]) -> list[T]:
+    """Values keyed by name, first declaration first; equal repeats dropped."""
     seen: dict[str, tuple[type[Driver], T]] = {}
     out: list[T] = []
     for driver, key, value in items:
@@ -159,9 +163,23 @@ def _merge(kind: str, items: Sequence[tuple[type[Driver], str, T]]) -> list[T]:
             if before != value:
                 raise ValueError(
                     f"{kind} {key!r} is declared differently by "
-                    f"{other.__name__} and {driver.__name__}"
+                    f"{other.__name__} ({before!r}) and {driver.__name__} ({value!r})"
                 )
             continue
         seen[key] = (driver, value)
         out.append(value)
     return out
+
+
+def _merge_one(kind: str, items: Sequence[tuple[type[Driver], T]]) -> T | None:
+    """The one value several drivers may declare, or None if none does."""
+    if not items:
+        return None
+    first, value = items[0]
+    for driver, other in items[1:]:
+        if other != value:
+            raise ValueError(
+                f"{kind} is declared differently by "
+                f"{first.__name__} ({value!r}) and {driver.__name__} ({other!r})"
+            )
+    return value

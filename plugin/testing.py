@@ -21,14 +21,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Message
+
 from ._app import make_app
 from ._driver import Driver
 
-__all__ = ["PluginClient", "PluginCallError", "Reply"]
+__all__ = ["PluginCallError", "PluginClient", "Reply"]
 
 
 @dataclass(frozen=True)
 class Reply:
+    """What the plugin answered: status, raw body and headers (lower-case)."""
+
     status: int
     body: bytes
     headers: dict[str, str]
@@ -105,7 +109,7 @@ class PluginClient:
         }
         sent = False
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             nonlocal sent
             if not sent:
                 sent = True
@@ -117,7 +121,7 @@ class PluginClient:
         headers: dict[str, str] = {}
         chunks: list[bytes] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import threading
 from abc import abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -145,8 +146,10 @@ class VolumeDriver(Driver):
     """Base class of a volume driver.
 
     Implement ``create``, ``remove``, ``mount``, ``unmount``, ``path``, ``get``
-    and ``list``, each plain or ``async``. Raise ``PluginError`` to fail a call
-    with a message for the user. Rules the daemon relies on:
+    and ``list``, each plain or ``async``: plain ones run in a thread pool and
+    may block, ``async`` ones run on the event loop and must not. Raise
+    ``PluginError`` to fail a call with a message for the user. Rules the
+    daemon relies on:
 
     * ``get`` must raise ``PluginError`` for a name it does not know, or
       ``docker volume create`` skips ``create`` and adopts a phantom volume; it
@@ -164,27 +167,27 @@ class VolumeDriver(Driver):
     scope: ClassVar[str] = "local"
 
     @abstractmethod
-    def create(self, req: CreateRequest) -> None: ...
+    def create(self, req: CreateRequest) -> Awaitable[None] | None: ...
 
     @abstractmethod
-    def remove(self, req: RemoveRequest) -> None: ...
+    def remove(self, req: RemoveRequest) -> Awaitable[None] | None: ...
 
     @abstractmethod
-    def mount(self, req: MountRequest) -> MountResponse: ...
+    def mount(self, req: MountRequest) -> MountResponse | Awaitable[MountResponse]: ...
 
     @abstractmethod
-    def unmount(self, req: UnmountRequest) -> None: ...
+    def unmount(self, req: UnmountRequest) -> Awaitable[None] | None: ...
 
     @abstractmethod
-    def path(self, req: PathRequest) -> PathResponse: ...
+    def path(self, req: PathRequest) -> PathResponse | Awaitable[PathResponse]: ...
 
     @abstractmethod
-    def get(self, req: GetRequest) -> GetResponse: ...
+    def get(self, req: GetRequest) -> GetResponse | Awaitable[GetResponse]: ...
 
     @abstractmethod
-    def list(self) -> ListResponse: ...
+    def list(self) -> ListResponse | Awaitable[ListResponse]: ...
 
-    def capabilities(self) -> CapabilitiesResponse:
+    def capabilities(self) -> CapabilitiesResponse | Awaitable[CapabilitiesResponse]:
         return CapabilitiesResponse(Capabilities(self.scope))
 
 

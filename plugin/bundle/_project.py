@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import ProjectError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the package supports 3.10, whose standard library has no TOML parser
-    import tomli as tomllib
 
 __all__ = ["Project", "load_project", "normalize_name"]
 

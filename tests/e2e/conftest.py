@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "docker-plugin-kit/busybox:latest"
 
 
-def docker(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI, as a user would."""
     proc = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False

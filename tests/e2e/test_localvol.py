@@ -35,12 +35,17 @@ def test_bundle_is_rendered_from_the_driver(bundle: BuiltBundle) -> None:
     assert config["interface"] == {"types": ["docker.volumedriver/1.0"], "socket": "localvol.sock"}
     assert config["propagatedMount"] == "/mnt/volumes"
     assert config["linux"]["capabilities"] == ["CAP_SYS_ADMIN"]
-    assert [(m["name"], m["destination"], m["source"], m["settable"]) for m in config["mounts"]] == [
-        ("data", "/data", "/var/lib/docker-localvol", ["source"])
-    ]
+    assert [
+        (m["name"], m["destination"], m["source"], m["settable"]) for m in config["mounts"]
+    ] == [("data", "/data", "/var/lib/docker-localvol", ["source"])]
     entry = config["entrypoint"]
     assert entry[1:] == [
-        "-u", "-m", "plugin", "--socket", "localvol.sock", "reference.localvol:LocalVolumes"
+        "-u",
+        "-m",
+        "plugin",
+        "--socket",
+        "localvol.sock",
+        "reference.localvol:LocalVolumes",
     ]
     assert os.path.lexists(rootfs / entry[0].lstrip("/"))
     for path in ("run/docker/plugins", "data", "mnt/volumes", "opt/plugin/plugin/volume.py"):
@@ -66,7 +71,7 @@ def test_create_and_inspect_with_options(localvol: Plugin) -> None:
     assert info["Name"] == vol
     assert info["Scope"] == "local"
     created = datetime.datetime.fromisoformat(info["CreatedAt"])
-    age = datetime.datetime.now(datetime.timezone.utc) - created
+    age = datetime.datetime.now(datetime.UTC) - created
     assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=5)
     assert info["Status"]["options"] == {"gid": "1001", "mode": "0750", "uid": "1000"}
     assert info["Status"]["mounts"] == 0
@@ -117,8 +122,8 @@ def test_hostile_names_are_refused(localvol: Plugin, bad: str) -> None:
     assert proc.returncode != 0
     shown = bad if len(bad) <= 64 else bad[:64] + "..."  # long names are cut in messages
     assert proc.stderr.strip() == (
-        f'Error response from daemon: create {bad}: VolumeDriver.Create: invalid volume name '
-        f'"{shown}": use letters, digits, \'_\', \'.\', \'-\', starting with a letter or digit '
+        f"Error response from daemon: create {bad}: VolumeDriver.Create: invalid volume name "
+        f"\"{shown}\": use letters, digits, '_', '.', '-', starting with a letter or digit "
         "(at most 255 characters)"
     )
     made = {p.name for p in (localvol.data_dir / "volumes").iterdir()}

@@ -26,8 +26,8 @@ from plugin.volume import CreateRequest
 from reference import localvol
 from reference.localvol import DATA, LocalVolumes, StateError
 
-T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
-T1 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
+T1 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 ID_A = "a" * 64
 ID_B = "b" * 64
 BAD_NAME = (
