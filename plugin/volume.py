@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime
 import threading
 from abc import abstractmethod
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -204,42 +205,55 @@ VolumeDriver.endpoints = (
 
 
 class MountRefs:
-    """Reference counts of mounts per volume, keyed by the daemon's mount ID.
+    """Reference counts of a driver's mounts, per volume and mount ID.
 
-    ``add`` returns True on the volume's first reference (provision now);
-    ``discard`` returns True when the last one is gone (release now). A
-    repeated ``add`` of the same ID is one reference, as the daemon means it.
-    Thread-safe, for plain (thread-pool) drivers.
+    The daemon counts every ``Mount`` call: the same ID can be mounted again
+    while it is active (a running container plus ``docker cp``), and each
+    successful ``Mount`` is answered by one ``Unmount``. So this is a
+    multiset: ``add`` returns True on the volume's first reference (provision
+    now); ``discard`` drops one reference of that ID and returns True when the
+    volume's last one is gone (release now). Thread-safe, for plain
+    (thread-pool) drivers.
     """
 
-    def __init__(self, initial: dict[str, set[str]] | None = None) -> None:
-        self._refs: dict[str, set[str]] = {k: set(v) for k, v in (initial or {}).items() if v}
+    def __init__(self, initial: Mapping[str, Iterable[str]] | None = None) -> None:
+        self._refs: dict[str, Counter[str]] = {}
+        for name, ids in (initial or {}).items():
+            counts = Counter(ids)
+            if counts:
+                self._refs[name] = counts
         self._lock = threading.Lock()
 
     def add(self, name: str, mount_id: str) -> bool:
         with self._lock:
-            ids = self._refs.setdefault(name, set())
-            first = not ids
-            ids.add(mount_id)
+            counts = self._refs.setdefault(name, Counter())
+            first = not counts
+            counts[mount_id] += 1
             return first
 
     def discard(self, name: str, mount_id: str) -> bool:
+        """Drop one reference; an ID never added changes nothing (False)."""
         with self._lock:
-            ids = self._refs.get(name)
-            if not ids:
+            counts = self._refs.get(name)
+            if not counts or mount_id not in counts:
                 return False
-            ids.discard(mount_id)
-            if ids:
+            counts[mount_id] -= 1
+            if counts[mount_id] <= 0:
+                del counts[mount_id]
+            if counts:
                 return False
             del self._refs[name]
             return True
 
-    def ids(self, name: str) -> frozenset[str]:
+    def held(self, name: str) -> list[str]:
+        """The volume's references, one entry per reference (sorted), e.g.
+        for saving them."""
         with self._lock:
-            return frozenset(self._refs.get(name, ()))
+            return sorted(self._refs.get(name, Counter()).elements())
 
     def count(self, name: str) -> int:
-        return len(self.ids(name))
+        with self._lock:
+            return sum(self._refs.get(name, Counter()).values())
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ import stat
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,22 +235,21 @@ class LocalVolumes(VolumeDriver):
         with self._lock:
             if name not in self._vols:
                 raise _no_such(name)
-            ids = self._refs.ids(name)
+            held = self._refs.held(name)
             if self.bind:
                 # Also on a repeated ID: re-binds what a failed start-up left unmounted.
                 self._ensure_bound(name)
-            if req.id not in ids:
-                try:
-                    self._save(self._vols, (name, ids | {req.id}))
-                except OSError as exc:
-                    log.error("cannot mount volume %r: %s", name, exc)
-                    if self.bind and not ids:
-                        try:
-                            self._unbind(name)
-                        except PluginError as undo:
-                            log.error("%s", undo)
-                    raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
-                self._refs.add(name, req.id)
+            try:
+                self._save(self._vols, (name, [*held, req.id]))
+            except OSError as exc:
+                log.error("cannot mount volume %r: %s", name, exc)
+                if self.bind and not held:
+                    try:
+                        self._unbind(name)
+                    except PluginError as undo:
+                        log.error("%s", undo)
+                raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
+            self._refs.add(name, req.id)
         return MountResponse(self._mountpoint(name))
 
     def unmount(self, req: UnmountRequest) -> None:
@@ -258,11 +257,13 @@ class LocalVolumes(VolumeDriver):
         with self._lock:
             if name not in self._vols:
                 raise _no_such(name)
-            ids = self._refs.ids(name)
-            if req.id not in ids:
+            held = self._refs.held(name)
+            if req.id not in held:
                 return  # not ours to count (e.g. a mount whose commit failed)
+            rest = list(held)
+            rest.remove(req.id)  # one reference: the daemon unmounts once per mount
             try:
-                self._save(self._vols, (name, ids - {req.id}))
+                self._save(self._vols, (name, rest))
             except OSError as exc:
                 log.error("cannot unmount volume %r: %s", name, exc)
                 raise PluginError(f"cannot unmount volume {_q(name)}: {_reason(exc)}") from None
@@ -328,13 +329,13 @@ class LocalVolumes(VolumeDriver):
     # --- state.json -----------------------------------------------------------------
 
     def _save(
-        self, vols: Mapping[str, _Volume], mounts: tuple[str, frozenset[str]] | None = None
+        self, vols: Mapping[str, _Volume], mounts: tuple[str, Sequence[str]] | None = None
     ) -> None:
         """Commit ``vols`` with the current mount IDs, or ``mounts`` (name, IDs)
         for one volume. Raises OSError, with nothing changed in memory."""
         volumes: dict[str, Any] = {}
         for name in sorted(vols):
-            ids = mounts[1] if mounts and mounts[0] == name else self._refs.ids(name)
+            ids = mounts[1] if mounts and mounts[0] == name else self._refs.held(name)
             volumes[name] = {
                 "created_at": _rfc3339(vols[name].created_at),
                 "options": vols[name].options,
@@ -365,7 +366,7 @@ class LocalVolumes(VolumeDriver):
         except OSError as exc:
             log.warning("fsync of %s failed: %s", self.data_dir, exc)
 
-    def _load(self) -> tuple[dict[str, _Volume], dict[str, set[str]]] | None:
+    def _load(self) -> tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None:
         """The committed state, or None when there is no state.json yet."""
         try:
             with open(self.state_file, "rb") as f:
@@ -389,7 +390,7 @@ class LocalVolumes(VolumeDriver):
         if not isinstance(entries, dict):
             raise self._corrupt('"volumes" must be an object')
         vols: dict[str, _Volume] = {}
-        refs: dict[str, set[str]] = {}
+        refs: dict[str, Sequence[str]] = {}
         for name, entry in entries.items():
             try:
                 _check_name(name)
@@ -405,7 +406,7 @@ class LocalVolumes(VolumeDriver):
                 if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
                     raise PluginError('"mounts" must be an array of strings')
                 vols[name] = _Volume(created, _parse_options(options))
-                refs[name] = set(mounts)
+                refs[name] = list(mounts)
             except PluginError as exc:
                 raise self._corrupt(f"volume {_q(name)}: {exc}") from None
         return vols, refs
@@ -438,7 +439,7 @@ class LocalVolumes(VolumeDriver):
                     except PluginError as exc:
                         log.error("%s (retried on the next mount)", exc)
 
-    def _reconcile(self, loaded: tuple[dict[str, _Volume], dict[str, set[str]]] | None) -> None:
+    def _reconcile(self, loaded: tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None) -> None:
         vols, refs = loaded if loaded is not None else ({}, {})
         changed = False
         on_disk: set[str] = set()
@@ -620,11 +621,11 @@ def _reason(exc: OSError) -> str:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def _rfc3339(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time(value: Any) -> datetime.datetime:
@@ -636,7 +637,7 @@ def _parse_time(value: Any) -> datetime.datetime:
             pass
         else:
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+                parsed = parsed.replace(tzinfo=datetime.UTC)
             return parsed
     raise PluginError(f'"created_at" must be an RFC 3339 time, got {value!r:.40}')
 

@@ -334,13 +334,17 @@ def test_mount_reference_counting_is_persisted(client: PluginClient, data: Path)
     mp = {"Mountpoint": str(data / "volumes" / "v")}
     assert post(client, "Create", {"Name": "v"}) == (200, {})
     assert post(client, "Mount", {"Name": "v", "ID": ID_A}) == (200, mp)
+    # The daemon mounts an active ID again (e.g. docker cp on a running
+    # container) and unmounts once per mount: every call is a reference.
     assert post(client, "Mount", {"Name": "v", "ID": ID_A}) == (200, mp)
-    assert state(data)["volumes"]["v"]["mounts"] == [ID_A]
+    assert state(data)["volumes"]["v"]["mounts"] == [ID_A, ID_A]
     assert post(client, "Mount", {"Name": "v", "ID": ID_B}) == (200, mp)
-    assert state(data)["volumes"]["v"]["mounts"] == [ID_A, ID_B]
-    assert get(client, "v")["Volume"]["Status"]["mounts"] == 2
+    assert state(data)["volumes"]["v"]["mounts"] == [ID_A, ID_A, ID_B]
+    assert get(client, "v")["Volume"]["Status"]["mounts"] == 3
     # An ID that was never mounted here is fine (and changes nothing).
     assert post(client, "Unmount", {"Name": "v", "ID": "c" * 64}) == (200, {})
+    assert post(client, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
+    assert state(data)["volumes"]["v"]["mounts"] == [ID_A, ID_B]
     assert post(client, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
     assert state(data)["volumes"]["v"]["mounts"] == [ID_B]
     assert post(client, "Path", {"Name": "v"}) == (200, mp)
