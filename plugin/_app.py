@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
@@ -47,7 +48,8 @@ def make_app(*drivers: Driver) -> Starlette:
             fn = driver.handler_for(endpoint)
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
-                routes.append(Route(path, _handler(path[1:], endpoint, fn), methods=["POST"]))
+                handler = _handler(path[1:], endpoint, fn, driver.call_timeout(endpoint))
+                routes.append(Route(path, handler, methods=["POST"]))
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -73,7 +75,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 def _handler(
-    call: str, endpoint: Endpoint, fn: Callable[..., Any]
+    call: str, endpoint: Endpoint, fn: Callable[..., Any], timeout: float | None
 ) -> Callable[[Request], Awaitable[Response]]:
     request_type = endpoint.request
     response_type = endpoint.response
@@ -85,18 +87,37 @@ def _handler(
         response_type if response_type is not None and not _requires_body(response_type) else None
     )
 
+    async def call_driver(*args: Any) -> Any:
+        if is_async:
+            return await fn(*args)
+        # Plain methods may block: keep them off the event loop.
+        result = await run_in_threadpool(fn, *args)
+        if inspect.isawaitable(result):  # a plain wrapper of an async method
+            result = await result
+        return result
+
     async def handle(request: Request) -> Response:
         try:
             body = await _read_body(request)
             req = decode_body(body, request_type)
             args = (req,) if takes_request else ()
-            if is_async:
-                result = await fn(*args)
+            if timeout is None:
+                result = await call_driver(*args)
             else:
-                # Plain methods may block: keep them off the event loop.
-                result = await run_in_threadpool(fn, *args)
-                if inspect.isawaitable(result):  # a plain wrapper of an async method
-                    result = await result
+                task = asyncio.ensure_future(call_driver(*args))
+                try:
+                    # Shielded: a thread cannot be stopped, so the call goes on
+                    # (and is logged when it ends) while the daemon gets an answer.
+                    result = await asyncio.wait_for(asyncio.shield(task), timeout)
+                except TimeoutError:
+                    _late.add(task)
+                    task.add_done_callback(lambda t: _finished_late(call, t))
+                    log.error("%s still running after %g s; answered with a timeout", call, timeout)
+                    raise PluginError(
+                        f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
+                        f"at {endpoint.deadline:g} s); the operation may still finish: check "
+                        "its result before retrying"
+                    ) from None
             if result is None and default_response is not None:
                 result = default_response()
             if response_type is None:
@@ -123,6 +144,19 @@ def _handler(
         return _json(200, payload)
 
     return handle
+
+
+_late: set[asyncio.Future[Any]] = set()  # timed-out calls still running
+
+
+def _finished_late(call: str, task: asyncio.Future[Any]) -> None:
+    _late.discard(task)
+    if task.cancelled():
+        log.warning("%s (timed out earlier) was cancelled", call)
+    elif task.exception() is not None:
+        log.warning("%s (timed out earlier) failed: %s", call, task.exception())
+    else:
+        log.warning("%s (timed out earlier) finished", call)
 
 
 def _requires_body(model: type[Model]) -> bool:

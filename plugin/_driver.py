@@ -20,12 +20,14 @@ class Endpoint:
 
     ``name`` is the wire verb (``EndpointOperInfo``); the driver method is
     ``method_name(name)`` (``endpoint_oper_info``). ``request`` is None for the
-    calls the daemon sends without arguments.
+    calls the daemon sends without arguments. ``deadline`` is how long the
+    daemon waits for the answer, in seconds (None: no limit of its own).
     """
 
     name: str
     request: type[Model] | None
     response: type[Model] | None
+    deadline: float | None = None
 
     @property
     def method(self) -> str:
@@ -90,6 +92,18 @@ class Driver(ABC):
     ipc_host: ClassVar[bool] = False
     pid_host: ClassVar[bool] = False
     allow_all_devices: ClassVar[bool] = False
+
+    #: Seconds before the daemon's deadline at which a call still running is
+    #: answered with a timeout error, so the user reads why instead of a
+    #: cut connection. See ``call_timeout``.
+    timeout_margin: ClassVar[float] = 5.0
+
+    def call_timeout(self, endpoint: Endpoint) -> float | None:
+        """How long ``endpoint`` may run before the SDK answers for it with
+        ``{"Err": "... timed out ..."}``; None waits as long as it takes."""
+        if endpoint.deadline is None:
+            return None
+        return max(endpoint.deadline - self.timeout_margin, 0.1)
 
     def handler_for(self, endpoint: Endpoint) -> Callable[..., Any] | None:
         """The bound method serving ``endpoint``, or None when it is an

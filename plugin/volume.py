@@ -192,15 +192,16 @@ class VolumeDriver(Driver):
         return CapabilitiesResponse(Capabilities(self.scope))
 
 
+# The daemon's per-call deadlines: 2 min for Create and Mount, 1 min for the rest.
 VolumeDriver.endpoints = (
-    Endpoint("Create", CreateRequest, None),
-    Endpoint("Remove", RemoveRequest, None),
-    Endpoint("Mount", MountRequest, MountResponse),
-    Endpoint("Unmount", UnmountRequest, None),
-    Endpoint("Path", PathRequest, PathResponse),
-    Endpoint("Get", GetRequest, GetResponse),
-    Endpoint("List", None, ListResponse),
-    Endpoint("Capabilities", None, CapabilitiesResponse),
+    Endpoint("Create", CreateRequest, None, deadline=120),
+    Endpoint("Remove", RemoveRequest, None, deadline=60),
+    Endpoint("Mount", MountRequest, MountResponse, deadline=120),
+    Endpoint("Unmount", UnmountRequest, None, deadline=60),
+    Endpoint("Path", PathRequest, PathResponse, deadline=60),
+    Endpoint("Get", GetRequest, GetResponse, deadline=60),
+    Endpoint("List", None, ListResponse, deadline=60),
+    Endpoint("Capabilities", None, CapabilitiesResponse, deadline=60),
 )
 
 

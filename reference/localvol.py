@@ -439,7 +439,9 @@ class LocalVolumes(VolumeDriver):
                     except PluginError as exc:
                         log.error("%s (retried on the next mount)", exc)
 
-    def _reconcile(self, loaded: tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None) -> None:
+    def _reconcile(
+        self, loaded: tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None
+    ) -> None:
         vols, refs = loaded if loaded is not None else ({}, {})
         changed = False
         on_disk: set[str] = set()

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -525,3 +526,47 @@ def test_plugin_error_message_is_always_a_string() -> None:
 
     reply = reply_of(Numeric(), "/VolumeDriver.Remove", {"Name": "v"})
     assert (reply.status, reply.json) == (500, {"Err": "42"})
+
+
+class _Slow(Memory):
+    def call_timeout(self, endpoint: Endpoint) -> float | None:
+        return 0.2 if endpoint.name in ("Create", "Mount") else None
+
+    def create(self, req: CreateRequest) -> None:
+        time.sleep(1.0)
+        super().create(req)
+
+    async def mount(self, req: MountRequest) -> MountResponse:
+        await asyncio.sleep(1.0)
+        return MountResponse("/mnt/x")
+
+
+def test_a_call_running_past_its_deadline_is_answered_with_a_timeout() -> None:
+    driver = _Slow()
+    with PluginClient(driver) as client:
+        start = time.monotonic()
+        reply = client.post("/VolumeDriver.Create", {"Name": "v"})
+        took = time.monotonic() - start
+        assert (reply.status, reply.json) == (
+            500,
+            {
+                "Err": "timed out after 0.2 s in the plugin (the daemon stops waiting at 120 s); "
+                "the operation may still finish: check its result before retrying"
+            },
+        )
+        assert took < 0.8
+        reply = client.post("/VolumeDriver.Mount", {"Name": "v", "ID": "a"})
+        assert reply.status == 500 and "stops waiting at 120 s" in reply.json["Err"]
+        # The thread was not stopped: the create completes in the background.
+        time.sleep(1.0)
+        assert client.call("/VolumeDriver.Get", {"Name": "v"})["Volume"]["Name"] == "v"
+
+
+def test_volume_deadlines_follow_the_daemon() -> None:
+    deadlines = {e.name: e.deadline for e in VolumeDriver.endpoints}
+    assert deadlines == {
+        "Create": 120, "Remove": 60, "Mount": 120, "Unmount": 60,
+        "Path": 60, "Get": 60, "List": 60, "Capabilities": 60,
+    }  # fmt: skip
+    driver = Memory()
+    assert [driver.call_timeout(e) for e in VolumeDriver.endpoints[:3]] == [115, 55, 115]
