@@ -8,6 +8,7 @@ output) and exit status 1. ``inspect`` prints its JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -106,6 +107,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         nonlocal project
         if project is None:
             project = load_project(args.project)
+            if args.bundle:  # build into (and create from) the given directory
+                project = dataclasses.replace(project, output=str(Path(args.bundle).resolve()))
         return project
 
     name = normalize_name(args.name) if args.name else None

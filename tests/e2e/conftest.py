@@ -65,17 +65,20 @@ class BuiltBundle:
 
 
 @pytest.fixture(scope="session")
-def bundle(engine_ready: None) -> BuiltBundle:
-    """rootfs-build/ built by the real builder from the repo's Dockerfile."""
+def bundle(engine_ready: None) -> Iterator[BuiltBundle]:
+    """A bundle built by the real builder from the repo's Dockerfile, in a private dir."""
     from plugin.bundle.__main__ import main
 
     out = io.StringIO()
     start = time.monotonic()
-    code = main(["--project", str(ROOT / "plugin.toml"), "build"], out=out)
+    # A private bundle: never the user's rootfs-build/, nor another run's.
+    path = Path(f"/var/tmp/dpk-e2e-bundle-{uuid.uuid4().hex[:8]}")
+    code = main(["--project", str(ROOT / "plugin.toml"), "--bundle", str(path), "build"], out=out)
     seconds = time.monotonic() - start
     sys.stderr.write(out.getvalue())
     assert code == 0, f"build failed:\n{out.getvalue()}"
-    return BuiltBundle(ROOT / "rootfs-build", out.getvalue(), seconds)
+    yield BuiltBundle(path, out.getvalue(), seconds)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
