@@ -32,6 +32,9 @@ commands:
   set        docker plugin set KEY=VALUE ... (the plugin must be disabled)
   rm         docker plugin rm
   inspect    print docker plugin inspect as JSON
+  push       docker plugin push to the registry the name points at
+  install    docker plugin install REF [KEY=VALUE ...] (pull, set, enable)
+  upgrade    docker plugin upgrade to REF, keeping this host's mount sources
 """
 
 
@@ -78,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rm", help="remove the plugin")
     p.add_argument("--force", action="store_true")
     sub.add_parser("inspect", help="show the plugin")
+    sub.add_parser("push", help="push the plugin to its registry")
+    p = sub.add_parser("install", help="install a plugin from a registry")
+    p.add_argument("remote", metavar="REF")
+    p.add_argument("settings", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--alias", help="local name (default: REF)")
+    p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
+    p.add_argument("--disable", action="store_true", help="do not enable it")
+    p = sub.add_parser("upgrade", help="upgrade the plugin to another reference")
+    p.add_argument("remote", metavar="REF")
+    p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
     return parser
 
 
@@ -161,8 +174,32 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 console.line(f"warning: {warning}")
             console.line(f"{bundle_dir() / 'config.json'}: valid")
         return 0
+    if cmd == "install":
+        from ._registry import install
+
+        engine = _engine(console)
+        with console.step(f"install {args.remote}"):
+            local = install(
+                engine,
+                args.remote,
+                alias=args.alias,
+                settings=args.settings,
+                grant=args.grant,
+                enable=not args.disable,
+            )
+            console.line(f"{local} installed{'' if args.disable else ' and enabled'}")
+        return 0
     target = plugin_name()  # a bad plugin.toml is reported before the daemon is reached
     engine = _engine(console)
+    if cmd in ("push", "upgrade"):
+        from ._registry import push, upgrade
+
+        with console.step(f"{cmd} {target}"):
+            if cmd == "push":
+                push(engine, target)
+            else:
+                upgrade(engine, target, args.remote, grant=args.grant)
+        return 0
     if cmd == "create":
         from ._builder import validate_bundle
 
