@@ -24,10 +24,18 @@ start-up recovery understands, then commits:
 Recovery (at construction, so ``python -m plugin`` fails fast on a bad state)
 never deletes a directory that holds data unless its removal was asked for: a
 directory that state.json does not know is adopted as a volume.
+
+Nothing below the data directory and the mount directory is reached through a
+symbolic link: names are plain path components (checked), and every step opens
+``volumes/``, ``trash/`` and ``<name>`` with ``O_NOFOLLOW`` and works on the
+file descriptors (chown, chmod, rename, delete, and the bind mount's source and
+target), so a link swapped in by someone else fails the call instead of
+sending a chmod, a deletion or a mount to the host's ``/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import errno
@@ -40,8 +48,9 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +71,7 @@ from plugin.volume import (
     VolumeDriver,
 )
 
-__all__ = ["DATA", "LocalVolumes", "StateError"]
+__all__ = ["DATA", "PAUSE_ENV", "LocalVolumes", "StateError"]
 
 log = logging.getLogger("localvol")
 
@@ -78,15 +87,39 @@ MAX_NAME = 255
 #: chown(2) reads (uid_t)-1 as "leave unchanged", so the largest usable ID is one less.
 MAX_ID = 4294967294
 DEFAULT_MODE = 0o755
+#: How long Remove waits for the deletion of a volume's data before it answers
+#: anyway (the removal is committed; the deletion goes on in the background and
+#: start-up recovery finishes it after a crash): the daemon gives Remove 1 min.
+PURGE_WAIT = 20.0
+
+#: Test hook, off unless this variable is set to a non-empty value other than
+#: "0" when the driver is made (it is not in config.json: fault tests add it to
+#: a copy of the bundle's). Then Create of a volume named ``pause-create-*``
+#: and Mount of one named ``pause-mount-*`` stop half-way, after the directory
+#: (the bind mount) is made and before the commit: they write the volume's name
+#: to ``<data dir>/paused-<create|mount>`` and wait until that file is deleted,
+#: at most PAUSE_MAX seconds. Tests kill the plugin there.
+PAUSE_ENV = "LOCALVOL_TEST_PAUSE"
+PAUSE_MAX = 600.0
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
 _OCTAL = re.compile(r"[0-7]{1,5}")
 _TMP_PREFIX = ".state.json."
+_VOLUMES = "volumes"
+_TRASH = "trash"
+
+# A directory below a root, never through a symbolic link (ELOOP if it is one).
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The same, for fstat, fstatvfs and /proc/self/fd/N only (no read permission needed).
+_NOFOLLOW_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_LINK_IN_THE_WAY = "a symbolic link is in the way (localvol never follows one)"
 
 # <sys/mount.h>
 MS_BIND = 4096
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
 
 
 class StateError(ValueError):
@@ -133,8 +166,9 @@ class LocalVolumes(VolumeDriver):
         self.mount_dir = os.fspath(mount_dir or self.propagated_mount or "/mnt/volumes")
         self.bind = bind
         self.state_file = os.path.join(self.data_dir, "state.json")
-        self._volumes_dir = os.path.join(self.data_dir, "volumes")
-        self._trash_dir = os.path.join(self.data_dir, "trash")
+        self._volumes_dir = os.path.join(self.data_dir, _VOLUMES)
+        self._trash_dir = os.path.join(self.data_dir, _TRASH)
+        self._pause = os.environ.get(PAUSE_ENV, "") not in ("", "0")
         # Every change, and the state.json write that commits it, happens under
         # this lock. Readers (get, list, path) take no lock: _vols is replaced,
         # never changed in place.
@@ -156,25 +190,31 @@ class LocalVolumes(VolumeDriver):
                 if existing.options == options:
                     return  # the daemon may retry a create
                 raise PluginError(f"volume {_q(name)} already exists with different options")
-            path = self._dir(name)
-            made = False
+            vols = {**self._vols, name: _Volume(_now(), options)}
             try:
-                try:
-                    os.mkdir(path, 0o700)  # opened up by _apply_options
-                    made = True
-                except FileExistsError:
-                    # An orphan of a create that did not commit: reuse it.
-                    if not stat.S_ISDIR(os.lstat(path).st_mode):
-                        raise PluginError(
-                            f"cannot create volume {_q(name)}: {path} exists and is not a directory"
-                        ) from None
-                _apply_options(path, options)
-                vols = {**self._vols, name: _Volume(_now(), options)}
-                self._save(vols)
+                with self._open(_VOLUMES) as vdir:
+                    made = False
+                    try:
+                        os.mkdir(name, 0o700, dir_fd=vdir)  # opened up by _apply_options
+                        made = True
+                    except FileExistsError:
+                        # An orphan of a create that did not commit: reuse it.
+                        st = os.stat(name, dir_fd=vdir, follow_symlinks=False)
+                        if not stat.S_ISDIR(st.st_mode):
+                            raise PluginError(
+                                f"cannot create volume {_q(name)}: {self._dir(name)} exists "
+                                "and is not a directory"
+                            ) from None
+                    try:
+                        _apply_options(vdir, name, options)
+                        self._pause_point("create", name)
+                        self._save(vols)
+                    except OSError:
+                        if made:
+                            _try(os.rmdir, name, dir_fd=vdir)
+                        raise
             except OSError as exc:
                 log.error("cannot create volume %r: %s", name, exc)
-                if made:
-                    _try(os.rmdir, path)
                 raise PluginError(f"cannot create volume {_q(name)}: {_reason(exc)}") from None
             self._vols = vols
         log.info("created volume %r %s", name, options)
@@ -184,29 +224,33 @@ class LocalVolumes(VolumeDriver):
         with self._lock:
             if name not in self._vols:
                 raise _no_such(name)
-            path = self._dir(name)
-            holder: str | None = os.path.join(self._trash_dir, uuid.uuid4().hex)
-            trash = os.path.join(str(holder), name)
-            try:
-                os.mkdir(str(holder), 0o700)
-                try:
-                    os.rename(path, trash)
-                except OSError:
-                    _try(os.rmdir, str(holder))
-                    raise
-            except FileNotFoundError:
-                holder = None  # the data is gone already; forget the volume
-            except OSError as exc:
-                raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
             vols = {k: v for k, v in self._vols.items() if k != name}
+            holder = uuid.uuid4().hex
+            moved = True
             try:
-                self._save(vols)
+                with self._open(_VOLUMES) as vdir, self._open(_TRASH) as tdir:
+                    os.mkdir(holder, 0o700, dir_fd=tdir)
+                    hdir = _open_dir(holder, tdir)
+                    try:
+                        try:
+                            os.rename(name, name, src_dir_fd=vdir, dst_dir_fd=hdir)
+                        except OSError as exc:
+                            _try(os.rmdir, holder, dir_fd=tdir)
+                            if not isinstance(exc, FileNotFoundError):
+                                raise
+                            moved = False  # the data is gone already; forget the volume
+                        try:
+                            self._save(vols)
+                        except OSError:
+                            if moved:
+                                # If this fails too, start-up recovery renames it back.
+                                _try(os.rename, name, name, src_dir_fd=hdir, dst_dir_fd=vdir)
+                                _try(os.rmdir, holder, dir_fd=tdir)
+                            raise
+                    finally:
+                        os.close(hdir)
             except OSError as exc:
                 log.error("cannot remove volume %r: %s", name, exc)
-                if holder is not None:
-                    # If this fails too, start-up recovery renames it back.
-                    _try(os.rename, trash, path)
-                    _try(os.rmdir, holder)
                 raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
             self._vols = vols
             self._refs.forget(name)
@@ -218,16 +262,8 @@ class LocalVolumes(VolumeDriver):
                     self._unbind(name)
                 except PluginError as exc:
                     log.error("%s", exc)
-        if holder is not None:
-            try:
-                shutil.rmtree(holder)
-            except OSError as exc:
-                log.warning(
-                    "volume %r removed; deleting %s failed (%s), retried at start-up",
-                    name,
-                    holder,
-                    exc,
-                )
+        if moved:
+            self._purge_trash(name, holder)
         log.info("removed volume %r", name)
 
     def mount(self, req: MountRequest) -> MountResponse:
@@ -240,6 +276,7 @@ class LocalVolumes(VolumeDriver):
                 # Also on a repeated ID: re-binds what a failed start-up left unmounted.
                 self._ensure_bound(name)
             try:
+                self._pause_point("mount", name)
                 self._save(self._vols, (name, [*held, req.id]))
             except OSError as exc:
                 log.error("cannot mount volume %r: %s", name, exc)
@@ -310,12 +347,31 @@ class LocalVolumes(VolumeDriver):
     def _current_mountpoint(self, name: str) -> str | None:
         return self._mountpoint(name) if self._refs.count(name) else None
 
+    @contextlib.contextmanager
+    def _open(self, sub: str) -> Iterator[int]:
+        """A descriptor of ``volumes/`` or ``trash/``: the data directory is
+        the root the administrator chose, what is below it is never a link."""
+        root = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = _open_dir(sub, root)
+        finally:
+            os.close(root)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
     def _status(self, name: str, vol: _Volume) -> dict[str, Any]:
         # Get runs on every daemon lookup: stat and statvfs only, no walk.
         status: dict[str, Any] = {"options": dict(vol.options), "mounts": self._refs.count(name)}
         try:
-            st = os.stat(self._dir(name))
-            vfs = os.statvfs(self._dir(name))
+            with self._open(_VOLUMES) as vdir:
+                fd = _open_dir(name, vdir, _NOFOLLOW_PATH)
+                try:
+                    st = os.fstat(fd)
+                    vfs = os.fstatvfs(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             # Never fail Get for a known volume: the daemon would forget it.
             status["error"] = _reason(exc)
@@ -325,6 +381,19 @@ class LocalVolumes(VolumeDriver):
         status["gid"] = st.st_gid
         status["free"] = _human(vfs.f_bavail * vfs.f_frsize)
         return status
+
+    def _pause_point(self, op: str, name: str) -> None:
+        """The fault tests' hook (see PAUSE_ENV); nothing unless switched on."""
+        if not self._pause or not name.startswith(f"pause-{op}-"):
+            return
+        marker = os.path.join(self.data_dir, f"paused-{op}")
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write(name + "\n")
+        log.warning("test hook: %s of %r paused until %s is deleted", op, name, marker)
+        deadline = time.monotonic() + PAUSE_MAX
+        while os.path.lexists(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.warning("test hook: %s of %r goes on", op, name)
 
     # --- state.json -----------------------------------------------------------------
 
@@ -351,6 +420,7 @@ class LocalVolumes(VolumeDriver):
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            # rename(2) replaces a link at state.json itself, never its target.
             os.replace(tmp, self.state_file)
         except BaseException:
             _try(os.unlink, tmp)
@@ -369,7 +439,8 @@ class LocalVolumes(VolumeDriver):
     def _load(self) -> tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None:
         """The committed state, or None when there is no state.json yet."""
         try:
-            with open(self.state_file, "rb") as f:
+            fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             return None
@@ -417,17 +488,51 @@ class LocalVolumes(VolumeDriver):
             f"aside to adopt every directory in {self._volumes_dir} as a volume"
         )
 
+    # --- removal of the data ------------------------------------------------------------
+
+    def _purge_trash(self, name: str, holder: str) -> None:
+        """Delete ``trash/<holder>`` (a committed removal of ``name``); a huge
+        volume goes on being deleted in the background after PURGE_WAIT."""
+
+        def purge() -> None:
+            try:
+                with self._open(_TRASH) as tdir:
+                    shutil.rmtree(holder, dir_fd=tdir)
+            except OSError as exc:
+                log.warning(
+                    "volume %r removed; deleting %s failed (%s), retried at start-up",
+                    name,
+                    os.path.join(self._trash_dir, holder),
+                    exc,
+                )
+
+        worker = threading.Thread(target=purge, name=f"purge-{holder[:8]}", daemon=True)
+        worker.start()
+        worker.join(PURGE_WAIT)
+        if worker.is_alive():
+            log.warning(
+                "volume %r removed; its data is still being deleted in the background", name
+            )
+
     # --- recovery ---------------------------------------------------------------------
 
     def _recover(self) -> None:
         try:
-            for d in (self.data_dir, self._volumes_dir, self._trash_dir):
-                os.makedirs(d, exist_ok=True)
+            os.makedirs(self.data_dir, exist_ok=True)
+            for path in (self._volumes_dir, self._trash_dir):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path)
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    raise StateError(
+                        f"{path} is not a directory (localvol never follows a symbolic link "
+                        f"below {self.data_dir}): replace it with a directory"
+                    )
             for entry in os.listdir(self.data_dir):
                 if entry.startswith(_TMP_PREFIX) and entry.endswith(".tmp"):
                     os.unlink(os.path.join(self.data_dir, entry))  # an uncommitted write
             loaded = self._load()
-            self._reconcile(loaded)
+            with self._open(_VOLUMES) as vdir, self._open(_TRASH) as tdir:
+                self._reconcile(loaded, vdir, tdir)
         except OSError as exc:
             raise StateError(f"cannot recover the volumes in {self.data_dir}: {exc}") from None
         if self.bind:
@@ -440,51 +545,75 @@ class LocalVolumes(VolumeDriver):
                         log.error("%s (retried on the next mount)", exc)
 
     def _reconcile(
-        self, loaded: tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None
+        self,
+        loaded: tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None,
+        vdir: int,
+        tdir: int,
     ) -> None:
         vols, refs = loaded if loaded is not None else ({}, {})
         changed = False
         on_disk: set[str] = set()
-        for entry in os.scandir(self._volumes_dir):
-            if entry.is_dir(follow_symlinks=False) and _valid_name(entry.name):
-                on_disk.add(entry.name)
-            else:
-                log.warning("ignoring %s: not a directory with a volume name", entry.path)
+        with os.scandir(vdir) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and _valid_name(entry.name):
+                    on_disk.add(entry.name)
+                else:
+                    log.warning(
+                        "ignoring %s: not a directory with a volume name", self._dir(entry.name)
+                    )
         # trash/<hex>/<name>, by name; anything else there is an unfinished purge.
         trash: dict[str, list[str]] = {}
-        for entry in os.scandir(self._trash_dir):
-            inside = os.listdir(entry.path) if entry.is_dir(follow_symlinks=False) else []
-            if len(inside) == 1:
-                trash.setdefault(inside[0], []).append(entry.path)
-            else:
-                _purge(entry.path)  # a Remove that stopped before its rename
+        with os.scandir(tdir) as entries:
+            for entry in entries:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                inside = _listdir_at(tdir, entry.name) if is_dir else []
+                if len(inside) == 1:
+                    trash.setdefault(inside[0], []).append(entry.name)
+                else:
+                    self._purge(tdir, entry.name)  # a Remove that stopped before its rename
 
         for name, vol in vols.items():
             leftovers = trash.pop(name, [])
             if name not in on_disk:
-                path = self._dir(name)
                 if leftovers:
                     # A Remove that did not commit; the newest rename is its own.
-                    newest = max(
-                        leftovers, key=lambda p: os.lstat(os.path.join(p, name)).st_ctime_ns
-                    )
+                    def renamed_at(holder: str, name: str = name) -> int:
+                        hdir = _open_dir(holder, tdir)
+                        try:
+                            return os.stat(name, dir_fd=hdir, follow_symlinks=False).st_ctime_ns
+                        finally:
+                            os.close(hdir)
+
+                    newest = max(leftovers, key=renamed_at)
                     leftovers.remove(newest)
-                    os.rename(os.path.join(newest, name), path)
-                    os.rmdir(newest)
+                    hdir = _open_dir(newest, tdir)
+                    try:
+                        os.rename(name, name, src_dir_fd=hdir, dst_dir_fd=vdir)
+                    finally:
+                        os.close(hdir)
+                    os.rmdir(newest, dir_fd=tdir)
                     log.warning(
-                        "volume %r: restored from %s (a removal did not complete)", name, newest
+                        "volume %r: restored from %s (a removal did not complete)",
+                        name,
+                        os.path.join(self._trash_dir, newest),
                     )
                 else:
-                    os.mkdir(path, 0o700)
-                    _apply_options(path, vol.options)
+                    if os.path.lexists(self._dir(name)):
+                        raise StateError(
+                            f"volume {_q(name)}: {self._dir(name)} is not a directory (localvol "
+                            "never follows a symbolic link): replace it with the volume's "
+                            "directory, or move it aside to start the volume empty"
+                        )
+                    os.mkdir(name, 0o700, dir_fd=vdir)
+                    _apply_options(vdir, name, vol.options)
                     log.warning("volume %r: its directory was missing; recreated empty", name)
-            for path in leftovers:
-                _purge(path)  # earlier, committed removals of the same name
+            for holder in leftovers:
+                self._purge(tdir, holder)  # earlier, committed removals of the same name
 
         for name in sorted(on_disk - vols.keys()):
             path = self._dir(name)
-            if loaded is not None and not os.listdir(path):
-                os.rmdir(path)
+            if loaded is not None and not _listdir_at(vdir, name):
+                os.rmdir(name, dir_fd=vdir)
                 log.info("removed %s: empty, left by a create that did not complete", path)
             else:
                 vols[name] = _Volume(_now(), {})
@@ -499,43 +628,81 @@ class LocalVolumes(VolumeDriver):
                         self.state_file,
                     )
 
-        for paths in trash.values():
-            for path in paths:
-                _purge(path)  # committed removals
+        for holders in trash.values():
+            for holder in holders:
+                self._purge(tdir, holder)  # committed removals
 
         self._vols = vols
         self._refs = MountRefs(refs)
         if changed or loaded is None:
             self._save(vols)
 
+    def _purge(self, tdir: int, entry: str) -> None:
+        path = os.path.join(self._trash_dir, entry)
+        try:
+            if stat.S_ISDIR(os.stat(entry, dir_fd=tdir, follow_symlinks=False).st_mode):
+                shutil.rmtree(entry, dir_fd=tdir)
+            else:
+                os.unlink(entry, dir_fd=tdir)  # a link is deleted, never followed
+        except OSError as exc:
+            log.warning("cannot delete %s (a removed volume): %s", path, exc)
+        else:
+            log.info("deleted %s (a removed volume)", path)
+
     # --- bind mounts -------------------------------------------------------------------
 
     def _ensure_bound(self, name: str) -> None:
-        src, dst = self._dir(name), self._target(name)
+        dst = self._target(name)
         try:
-            # A bind mount shows the source's inode. (os.path.ismount cannot
-            # tell: source and target may sit on the same filesystem.)
-            s = os.stat(src)
+            with self._open(_VOLUMES) as vdir:
+                src = _open_dir(name, vdir, _NOFOLLOW_PATH)
             try:
-                t = os.lstat(dst)
-            except FileNotFoundError:
-                os.makedirs(dst, exist_ok=True)
-            else:
-                if (s.st_dev, s.st_ino) == (t.st_dev, t.st_ino):
-                    return
-                _detach(dst)  # a stale mount, e.g. of a volume removed since
-            _bind_mount(src, dst)
+                os.makedirs(self.mount_dir, exist_ok=True)
+                mdir = os.open(self.mount_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    if self._target_ready(mdir, name, os.fstat(src)):
+                        return
+                    target = _open_dir(name, mdir, _NOFOLLOW_PATH)
+                    try:
+                        # Both ends by descriptor: what was checked is what is mounted.
+                        _bind_mount(f"/proc/self/fd/{src}", f"/proc/self/fd/{target}", dst)
+                    finally:
+                        os.close(target)
+                finally:
+                    os.close(mdir)
+            finally:
+                os.close(src)
         except OSError as exc:
             raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
         log.info("mounted volume %r on %s", name, dst)
 
+    def _target_ready(self, mdir: int, name: str, src: os.stat_result) -> bool:
+        """True when the volume is bound on ``mount_dir/<name>`` already;
+        otherwise leave an empty directory there to mount onto."""
+        try:
+            t = os.stat(name, dir_fd=mdir, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mkdir(name, dir_fd=mdir)
+            return False
+        if not stat.S_ISDIR(t.st_mode):
+            os.unlink(name, dir_fd=mdir)  # a link or a file: never mount through it
+            os.mkdir(name, dir_fd=mdir)
+            return False
+        # A bind mount shows the source's inode. (os.path.ismount cannot
+        # tell: source and target may sit on the same filesystem.)
+        if (src.st_dev, src.st_ino) == (t.st_dev, t.st_ino):
+            return True
+        _detach(self._target(name))  # a stale mount, e.g. of a volume removed since
+        return False
+
     def _unbind(self, name: str) -> None:
         dst = self._target(name)
-        if not os.path.lexists(dst):
-            return
         try:
-            _detach(dst)
-            os.rmdir(dst)
+            if stat.S_ISDIR(os.lstat(dst).st_mode):
+                _detach(dst)
+                os.rmdir(dst)
+            else:
+                os.unlink(dst)  # not something this driver made
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -555,7 +722,8 @@ def _no_such(name: str) -> PluginError:
 
 
 def _valid_name(name: str) -> bool:
-    return len(name.encode()) <= MAX_NAME and _NAME.fullmatch(name) is not None
+    # ASCII only (no lookalikes), so characters are bytes.
+    return _NAME.fullmatch(name) is not None and len(name) <= MAX_NAME
 
 
 def _check_name(name: str) -> None:
@@ -590,30 +758,48 @@ def _parse_options(opts: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _apply_options(path: str, options: Mapping[str, str]) -> None:
-    uid, gid = int(options.get("uid", -1)), int(options.get("gid", -1))
-    if uid != -1 or gid != -1:
-        os.chown(path, uid, gid, follow_symlinks=False)
-    # After chown, which clears set-ID bits.
-    os.chmod(path, int(options.get("mode", f"{DEFAULT_MODE:o}"), 8))
-
-
-def _purge(path: str) -> None:
+def _open_dir(name: str, dir_fd: int, flags: int = _NOFOLLOW_DIR) -> int:
+    """Open the directory ``name`` in ``dir_fd``; a symbolic link there fails
+    (ELOOP, with a message saying so)."""
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+        return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
-        log.warning("cannot delete %s (a removed volume): %s", path, exc)
-    else:
-        log.info("deleted %s (a removed volume)", path)
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link:
+            raise OSError(errno.ELOOP, _LINK_IN_THE_WAY, name) from None
+        raise
 
 
-def _try(fn: Any, *args: str) -> None:
+def _listdir_at(dir_fd: int, name: str) -> list[str]:
+    fd = _open_dir(name, dir_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _apply_options(dir_fd: int, name: str, options: Mapping[str, str]) -> None:
+    uid, gid = int(options.get("uid", -1)), int(options.get("gid", -1))
+    # On a descriptor: a link swapped in since mkdir gets neither chown nor chmod.
+    fd = _open_dir(name, dir_fd)
+    try:
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        # After chown, which clears set-ID bits.
+        os.fchmod(fd, int(options.get("mode", f"{DEFAULT_MODE:o}"), 8))
+    finally:
+        os.close(fd)
+
+
+def _try(fn: Any, *args: Any, **kwargs: Any) -> None:
     """Undo a step on an error path: a second failure is logged, not raised."""
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except OSError as exc:
         log.error("%s%s failed: %s", fn.__name__, args, exc)
 
@@ -670,16 +856,18 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def _bind_mount(src: str, dst: str) -> None:
+def _bind_mount(src: str, dst: str, shown: str | None = None) -> None:
+    """Bind ``src`` onto ``dst`` (both may be /proc/self/fd/N); ``shown`` names
+    the target in errors."""
     if _libc().mount(os.fsencode(src), os.fsencode(dst), None, MS_BIND, None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), dst)
+        raise OSError(err, os.strerror(err), shown or dst)
 
 
 def _detach(dst: str) -> None:
     """Lazily unmount everything stacked on ``dst``; nothing mounted is fine."""
     for _ in range(16):
-        if _libc().umount2(os.fsencode(dst), MNT_DETACH) != 0:
+        if _libc().umount2(os.fsencode(dst), MNT_DETACH | UMOUNT_NOFOLLOW) != 0:
             err = ctypes.get_errno()
             if err == errno.EINVAL:  # not (or no longer) a mount point
                 return

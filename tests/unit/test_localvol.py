@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
 import threading
 from collections.abc import Iterator
@@ -793,3 +794,341 @@ def test_stale_mount_on_the_target_is_replaced(bound: tuple[LocalVolumes, Path, 
         assert not (other / "f").exists()
         assert post(client, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
         assert str(mnt / "v") not in mount_points()
+
+
+# --- names and options that reach the filesystem: no escape from the roots -----------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a/../b",
+        "./a",
+        "a/.",
+        "..\\x",
+        "%2e%2e",
+        "a\x00",
+        "\x00",
+        "a b",
+        "a\tb",
+        "\uff41",  # fullwidth a
+        "\u0430",  # Cyrillic a
+        "a\u200b",  # zero-width space
+        "a\u0301",  # combining accent
+        "v\ud800",  # lone surrogate
+        "$(id)",
+        "`id`",
+        "a;rm -rf /",
+        "x" * 100_000,
+    ],
+)
+def test_hostile_names_never_reach_the_filesystem(
+    client: PluginClient, data: Path, name: str
+) -> None:
+    status, body = post(client, "Create", {"Name": name, "Opts": None})
+    assert status == 500
+    assert body["Err"].startswith("invalid volume name ") and body["Err"].endswith(BAD_NAME)
+    for verb in ("Remove", "Mount", "Unmount", "Path", "Get"):
+        status, body = post(client, verb, {"Name": name, "ID": ID_A})
+        assert status == 500 and body["Err"].startswith("no such volume: ")
+    assert os.listdir(data / "volumes") == []
+    assert sorted(os.listdir(data)) == ["state.json", "trash", "volumes"]
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"uid\x00": "1"},
+        {"../mode": "0777"},
+        {"uid": "1\x00"},
+        {"uid": "1 ; id"},
+        {"mode": "0777\n"},
+        {"gid": "١٢"},  # Arabic-Indic digits
+        {"uid": "9" * 5000},
+        {"mode": "0o777"},
+    ],
+)
+def test_hostile_options_are_refused(
+    client: PluginClient, data: Path, opts: dict[str, str]
+) -> None:
+    status, body = post(client, "Create", {"Name": "v", "Opts": opts})
+    assert status == 500
+    assert body["Err"].startswith(("unknown option ", "invalid value for option "))
+    assert os.listdir(data / "volumes") == []
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside the driver's roots standing for the host's /:
+    what a swapped-in link points at. Its mode, owner and content must never
+    change."""
+    path = tmp_path / "outside"
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)
+    (path / "precious").write_text("host file")
+    return path
+
+
+def untouched(outside: Path) -> bool:
+    st = os.stat(outside)
+    return (
+        (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, os.getuid(), os.getgid())
+        and sorted(os.listdir(outside)) == ["precious"]
+        and (outside / "precious").read_text() == "host file"
+    )
+
+
+LINK = "a symbolic link is in the way (localvol never follows one)"
+
+
+def swap_for_link(path: Path, outside: Path) -> None:
+    shutil.rmtree(path)
+    path.symlink_to(outside)
+
+
+def test_a_link_in_place_of_a_volume_is_never_followed(
+    client: PluginClient, data: Path, outside: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v", "Opts": {"mode": "0777", "uid": "1"}}) == (200, {})
+    swap_for_link(data / "volumes" / "v", outside)
+    status, body = post(client, "Get", {"Name": "v"})
+    assert status == 200
+    assert body["Volume"]["Status"] == {
+        "options": {"mode": "0777", "uid": "1"},
+        "mounts": 0,
+        "error": LINK,
+    }
+    # Create again (the daemon retries) reuses nothing through the link.
+    assert post(client, "Create", {"Name": "v", "Opts": {"mode": "0777", "uid": "1"}}) == (200, {})
+    # Remove takes the link away, never what it points to.
+    assert post(client, "Remove", {"Name": "v"}) == (200, {})
+    assert os.listdir(data / "volumes") == []
+    assert os.listdir(data / "trash") == []
+    assert untouched(outside)
+
+
+def test_an_orphan_link_is_not_adopted_by_create(
+    client: PluginClient, data: Path, outside: Path
+) -> None:
+    (data / "volumes" / "v").symlink_to(outside)
+    assert post(client, "Create", {"Name": "v", "Opts": {"mode": "0777"}}) == (
+        500,
+        {
+            "Err": f'cannot create volume "v": {data / "volumes" / "v"} exists and is not '
+            "a directory"
+        },
+    )
+    assert untouched(outside)
+    assert state(data)["volumes"] == {}
+
+
+def test_a_link_swapped_in_between_mkdir_and_chmod_gets_no_chmod(
+    client: PluginClient, data: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        if path == "v":
+            os.rmdir(path, dir_fd=dir_fd)
+            os.symlink(outside, path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
+    assert post(client, "Create", {"Name": "v", "Opts": {"mode": "0777", "uid": "1"}}) == (
+        500,
+        {"Err": f'cannot create volume "v": {LINK}'},
+    )
+    assert untouched(outside)
+    assert state(data)["volumes"] == {}
+
+
+def test_links_in_place_of_volumes_or_trash_fail_calls_clearly(
+    client: PluginClient, data: Path, outside: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    (data / "volumes" / "v" / "file").write_text("data")
+    os.rename(data / "trash", data / "trash.real")
+    (data / "trash").symlink_to(outside)
+    assert post(client, "Remove", {"Name": "v"}) == (
+        500,
+        {"Err": f'cannot remove volume "v": {LINK}'},
+    )
+    assert (data / "volumes" / "v" / "file").read_text() == "data"
+    os.rename(data / "volumes", data / "volumes.real")
+    (data / "volumes").symlink_to(outside)
+    assert post(client, "Create", {"Name": "w", "Opts": {"mode": "0777"}}) == (
+        500,
+        {"Err": f'cannot create volume "w": {LINK}'},
+    )
+    assert post(client, "Get", {"Name": "v"})[1]["Volume"]["Status"]["error"] == LINK
+    assert untouched(outside)
+    assert sorted(state(data)["volumes"]) == ["v"]
+
+
+@pytest.mark.parametrize("sub", ["volumes", "trash"])
+def test_start_up_refuses_a_link_in_place_of_its_directories(
+    data: Path, tmp_path: Path, outside: Path, sub: str
+) -> None:
+    # Recovery deletes unfinished removals in trash/: through a link to the
+    # host's / that would be the host's directories.
+    (outside / "dir").mkdir()
+    (outside / "dir" / "one-entry").mkdir()
+    make_state(data, {})
+    shutil.rmtree(data / sub)
+    (data / sub).symlink_to(outside)
+    with pytest.raises(StateError) as info:
+        open_vols(data, tmp_path)
+    assert str(info.value) == (
+        f"{data / sub} is not a directory (localvol never follows a symbolic link below "
+        f"{data}): replace it with a directory"
+    )
+    assert sorted(os.listdir(outside)) == ["dir", "precious"]
+    assert os.listdir(outside / "dir") == ["one-entry"]
+
+
+def test_start_up_refuses_a_link_in_place_of_a_known_volume(
+    data: Path, tmp_path: Path, outside: Path
+) -> None:
+    make_state(data, {"v": volume_state(mode="0777")})
+    (data / "volumes" / "v").symlink_to(outside)
+    with pytest.raises(StateError) as info:
+        open_vols(data, tmp_path)
+    assert str(info.value) == (
+        f'volume "v": {data / "volumes" / "v"} is not a directory (localvol never follows a '
+        "symbolic link): replace it with the volume's directory, or move it aside to start "
+        "the volume empty"
+    )
+    assert untouched(outside)
+
+
+def test_start_up_ignores_links_and_purges_links_in_the_trash(
+    data: Path, tmp_path: Path, outside: Path
+) -> None:
+    make_state(data, {})
+    (data / "volumes" / "stray").symlink_to(outside)
+    (data / "trash" / "0123").symlink_to(outside)
+    (data / "trash" / "4567").mkdir()
+    (data / "trash" / "4567" / "v").symlink_to(outside)
+    vols = open_vols(data, tmp_path)
+    assert vols.list().volumes == []
+    assert os.listdir(data / "trash") == []
+    assert untouched(outside)
+
+
+def test_state_file_as_a_link_is_refused(data: Path, tmp_path: Path) -> None:
+    make_state(data, {})
+    real = tmp_path / "elsewhere.json"
+    real.write_text('{"version": 1, "volumes": {}}')
+    (data / "state.json").unlink()
+    (data / "state.json").symlink_to(real)
+    with pytest.raises(StateError) as info:
+        open_vols(data, tmp_path)
+    assert str(info.value) == (
+        f"cannot read {data / 'state.json'}: Too many levels of symbolic links"
+    )
+
+
+def test_bind_mounts_never_go_through_links(
+    bound: tuple[LocalVolumes, Path, Path], outside: Path
+) -> None:
+    driver, data, mnt = bound
+    with PluginClient(driver) as client:
+        assert post(client, "Create", {"Name": "v"}) == (200, {})
+        assert post(client, "Create", {"Name": "w"}) == (200, {})
+        # The source swapped for a link: the call fails, nothing is mounted.
+        swap_for_link(data / "volumes" / "v", outside)
+        assert post(client, "Mount", {"Name": "v", "ID": ID_A}) == (
+            500,
+            {"Err": f'cannot mount volume "v": {LINK}'},
+        )
+        # A link where the target should be is replaced, not mounted through.
+        mnt.mkdir(exist_ok=True)
+        (mnt / "w").symlink_to(outside)
+        assert post(client, "Mount", {"Name": "w", "ID": ID_A}) == (
+            200,
+            {"Mountpoint": str(mnt / "w")},
+        )
+        assert str(mnt / "w") in mount_points()
+        assert not (mnt / "w").is_symlink()
+        assert str(outside) not in mount_points()
+        assert post(client, "Unmount", {"Name": "w", "ID": ID_A}) == (200, {})
+        # Unmount of the last reference takes a link there away, never unmounts its target.
+        assert post(client, "Mount", {"Name": "w", "ID": ID_B}) == (
+            200,
+            {"Mountpoint": str(mnt / "w")},
+        )
+        localvol._detach(str(mnt / "w"))
+        os.rmdir(mnt / "w")
+        (mnt / "w").symlink_to(outside)
+        assert post(client, "Unmount", {"Name": "w", "ID": ID_B}) == (200, {})
+        assert not os.path.lexists(mnt / "w")
+    assert untouched(outside)
+
+
+# --- long work -------------------------------------------------------------------------------
+
+
+def test_remove_answers_while_a_huge_volume_is_still_being_deleted(
+    client: PluginClient,
+    data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    (data / "volumes" / "v" / "file").write_text("data")
+    release = threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def slow_rmtree(*args: Any, **kwargs: Any) -> None:
+        release.wait(10)
+        real_rmtree(*args, **kwargs)
+
+    monkeypatch.setattr(localvol, "PURGE_WAIT", 0.1)
+    monkeypatch.setattr(shutil, "rmtree", slow_rmtree)
+    assert post(client, "Remove", {"Name": "v"}) == (200, {})
+    assert post(client, "Get", {"Name": "v"}) == (500, {"Err": 'no such volume: "v"'})
+    assert "volume 'v' removed; its data is still being deleted in the background" in (
+        caplog.messages
+    )
+    assert len(os.listdir(data / "trash")) == 1
+    release.set()
+    for _ in range(200):
+        if not os.listdir(data / "trash"):
+            break
+        threading.Event().wait(0.02)
+    assert os.listdir(data / "trash") == []
+
+
+class Impatient(LocalVolumes):
+    """Answers Create after 0.3 s, as the SDK does 5 s before the daemon's deadline."""
+
+    def call_timeout(self, endpoint: Any) -> float | None:
+        return 0.3 if endpoint.name == "Create" else None
+
+
+def test_a_create_past_its_deadline_is_answered_with_a_timeout_and_still_lands(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(localvol.PAUSE_ENV, "1")
+    marker = data / "paused-create"
+    with PluginClient(Impatient(str(data), str(tmp_path / "mnt"), bind=False)) as client:
+        status, body = post(client, "Create", {"Name": "pause-create-v"})
+        assert status == 500
+        assert body["Err"] == (
+            "timed out after 0.3 s in the plugin (the daemon stops waiting at 120 s); the "
+            "operation may still finish: check its result before retrying"
+        )
+        assert marker.read_text() == "pause-create-v\n"
+        assert post(client, "Get", {"Name": "pause-create-v"})[0] == 500  # not committed yet
+        marker.unlink()
+        for _ in range(200):
+            if post(client, "Get", {"Name": "pause-create-v"})[0] == 200:
+                break
+            threading.Event().wait(0.02)
+        assert sorted(state(data)["volumes"]) == ["pause-create-v"]
+
+
+def test_the_pause_hook_is_off_by_default(client: PluginClient, data: Path) -> None:
+    assert post(client, "Create", {"Name": "pause-create-v"}) == (200, {})
+    assert post(client, "Mount", {"Name": "pause-create-v", "ID": ID_A})[0] == 200
+    assert sorted(os.listdir(data)) == ["state.json", "trash", "volumes"]
