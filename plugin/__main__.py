@@ -10,7 +10,6 @@ import argparse
 import importlib
 import inspect
 import sys
-import traceback
 
 from ._driver import Driver
 from ._serve import configure_logging, serve
@@ -71,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plugin: cannot start: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
+        import traceback
+
         traceback.print_exc()
         print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

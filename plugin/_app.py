@@ -1,4 +1,12 @@
-"""The Starlette app: one generic handler driven by each type's endpoint table."""
+"""The ASGI app: one generic handler driven by each type's endpoint table.
+
+The daemon asks ``Capabilities`` and ``Get`` before almost every operation,
+so its calls take a short path: the POST path is looked up in a dict and a
+raw ASGI handler reads the body from the ASGI messages and answers with two
+messages and precomputed headers. Anything else (404, 405, a lifespan
+event) goes to a Starlette app with JSON error handlers, built (and
+imported) on first use: a plugin the daemon drives never loads Starlette.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +15,64 @@ import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver, Endpoint
 from ._wire import MAX_BODY, Model, compile_model, decode_body, encode
 from .errors import BadRequest, PluginError
 
-__all__ = ["make_app"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["App", "make_app"]
 
 log = logging.getLogger("plugin")
 
 # What the Go SDK sends; the daemon never inspects it.
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
+_CONTENT_TYPE = (b"content-type", MEDIA_TYPE.encode())
+
+#: Threads for plain driver methods (which may block); as many as Starlette's
+#: default thread pool allows.
+MAX_THREADS = 40
+
+# ASGI, as in starlette.types (not imported: see the module docstring).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def make_app(*drivers: Driver) -> Starlette:
+class App:
+    """The ASGI app of a plugin (``make_app``)."""
+
+    def __init__(self, calls: dict[str, Handler]) -> None:
+        self.calls = calls
+        self._fallback: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            handler = self.calls.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        if self._fallback is None:
+            self._fallback = _fallback_app(list(self.calls))
+        await self._fallback(scope, receive, send)
+
+
+def make_app(*drivers: Driver) -> App:
     """Build the ASGI app serving ``drivers`` (one per plugin type)."""
     if not drivers:
         raise ValueError("make_app() needs at least one driver")
     seen: set[str] = set()
-    routes = [Route("/Plugin.Activate", _activate_handler(drivers), methods=["POST"])]
+    threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="plugin")
+    calls: dict[str, Handler] = {"/Plugin.Activate": _activate_handler(drivers)}
     for driver in drivers:
         if not isinstance(driver, Driver):
             raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
@@ -48,16 +86,25 @@ def make_app(*drivers: Driver) -> Starlette:
             fn = driver.handler_for(endpoint)
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
-                handler = _handler(path[1:], endpoint, fn, driver.call_timeout(endpoint))
-                routes.append(Route(path, handler, methods=["POST"]))
+                timeout = driver.call_timeout(endpoint)
+                calls[path] = _handler(path[1:], endpoint, fn, timeout, threads)
+    return App(calls)
+
+
+def _fallback_app(paths: list[str]) -> Starlette:
+    """Starlette answering what is not a plugin call: 404 for other paths,
+    405 for other methods on the calls' paths, JSON for every error."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
     app = Starlette(
-        routes=routes,
+        routes=[Route(path, _unreachable, methods=["POST"]) for path in paths],
         exception_handlers={
             404: _not_found,
             405: _not_allowed,
             HTTPException: _http_error,
-            # Last resort (the handler catches driver errors itself): keep the
-            # answer a JSON object the daemon can read.
+            # Last resort: keep the answer a JSON object the daemon can read.
             Exception: _internal_error,
         },
     )
@@ -67,6 +114,8 @@ def make_app(*drivers: Driver) -> Starlette:
 
 
 def _json(status: int, body: bytes) -> Response:
+    from starlette.responses import Response
+
     return Response(body, status_code=status, media_type=MEDIA_TYPE)
 
 
@@ -74,12 +123,44 @@ def error_response(status: int, message: str) -> Response:
     return _json(status, encode({"Err": message}))
 
 
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"%d" % len(body)), _CONTENT_TYPE],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _runs_inline(fn: Callable[..., Any]) -> bool:
+    """Plain methods the SDK itself defines (``capabilities``) only build an
+    answer from class attributes: they run on the event loop, sparing the
+    most frequent call a trip through the thread pool."""
+    module = getattr(fn, "__module__", None) or ""
+    return module.startswith(__package__ + ".")
+
+
+class _Disconnected(Exception):
+    """The daemon went away before the body arrived: nothing to answer."""
+
+
+class _TimedOut(Exception):
+    pass
+
+
 def _handler(
-    call: str, endpoint: Endpoint, fn: Callable[..., Any], timeout: float | None
-) -> Callable[[Request], Awaitable[Response]]:
+    call: str,
+    endpoint: Endpoint,
+    fn: Callable[..., Any],
+    timeout: float | None,
+    threads: ThreadPoolExecutor,
+) -> Handler:
     request_type = endpoint.request
     response_type = endpoint.response
     is_async = inspect.iscoroutinefunction(fn)
+    inline = not is_async and _runs_inline(fn)
     takes_request = request_type is not None
     # A None result stands for the response model's defaults when it has no
     # required field (List -> {"Volumes": []}); otherwise it is a driver bug.
@@ -87,37 +168,50 @@ def _handler(
         response_type if response_type is not None and not _requires_body(response_type) else None
     )
 
-    async def call_driver(*args: Any) -> Any:
-        if is_async:
-            return await fn(*args)
-        # Plain methods may block: keep them off the event loop.
-        result = await run_in_threadpool(fn, *args)
+    def timeout_error() -> bytes:
+        log.error("%s still running after %g s; answered with a timeout", call, timeout)
+        return encode(
+            {
+                "Err": f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
+                f"at {endpoint.deadline:g} s); the operation may still finish: check its "
+                "result before retrying"
+            }
+        )
+
+    async def call_driver(args: tuple[Any, ...], send: Send) -> Any:
+        if inline:
+            result = fn(*args)
+        elif is_async:
+            if timeout is None:
+                result = await fn(*args)
+            else:
+                result = await _with_deadline(call, fn(*args), timeout, timeout_error, send)
+        else:
+            # Plain methods may block: keep them off the event loop.
+            future = asyncio.get_running_loop().run_in_executor(threads, fn, *args)
+            if timeout is None:
+                result = await future
+            else:
+                try:
+                    result = await _within(future, timeout)
+                except _TimedOut:
+                    # A thread cannot be stopped: the call goes on, and is
+                    # logged when it ends, while the daemon gets an answer.
+                    _late.add(future)
+                    future.add_done_callback(lambda f: _finished_late(call, f))
+                    await _answer(send, 500, timeout_error())
+                    return _ANSWERED
         if inspect.isawaitable(result):  # a plain wrapper of an async method
             result = await result
         return result
 
-    async def handle(request: Request) -> Response:
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await _read_body(request)
+            body = await _read_body(scope, receive)
             req = decode_body(body, request_type)
-            args = (req,) if takes_request else ()
-            if timeout is None:
-                result = await call_driver(*args)
-            else:
-                task = asyncio.ensure_future(call_driver(*args))
-                try:
-                    # Shielded: a thread cannot be stopped, so the call goes on
-                    # (and is logged when it ends) while the daemon gets an answer.
-                    result = await asyncio.wait_for(asyncio.shield(task), timeout)
-                except TimeoutError:
-                    _late.add(task)
-                    task.add_done_callback(lambda t: _finished_late(call, t))
-                    log.error("%s still running after %g s; answered with a timeout", call, timeout)
-                    raise PluginError(
-                        f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
-                        f"at {endpoint.deadline:g} s); the operation may still finish: check "
-                        "its result before retrying"
-                    ) from None
+            result = await call_driver((req,) if takes_request else (), send)
+            if result is _ANSWERED:
+                return
             if result is None and default_response is not None:
                 result = default_response()
             if response_type is None:
@@ -131,19 +225,88 @@ def _handler(
         except PluginError as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %d %s", call, exc.status, exc.message)
-            return error_response(exc.status, exc.message)
+            await _answer(send, exc.status, encode({"Err": exc.message}))
+            return
+        except _Disconnected:
+            log.debug("%s: the daemon closed the connection before sending the body", call)
+            return
         except Exception as exc:
             log.exception("%s failed", call)
             # No traceback, message or path goes to the daemon (the log has
             # them); the daemon prefixes the call name itself.
-            return error_response(
-                500, f"unexpected {type(exc).__name__} in the plugin (see its log)"
-            )
+            message = f"unexpected {type(exc).__name__} in the plugin (see its log)"
+            await _answer(send, 500, encode({"Err": message}))
+            return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
-        return _json(200, payload)
+        await _answer(send, 200, payload)
 
     return handle
+
+
+_ANSWERED = object()  # call_driver's result when the timeout was answered already
+
+
+async def _with_deadline(
+    call: str,
+    coro: Awaitable[Any],
+    timeout: float,
+    timeout_error: Callable[[], bytes],
+    send: Send,
+) -> Any:
+    """Await ``coro`` on the handler's own task (no extra task on the fast
+    path); if it is still running after ``timeout`` seconds, a timer answers
+    the daemon with ``timeout_error()`` and the call goes on, logged when it
+    ends."""
+    loop = asyncio.get_running_loop()
+    answered: list[asyncio.Task[None]] = []
+
+    def expire() -> None:
+        task = loop.create_task(_answer(send, 500, timeout_error()))
+        answered.append(task)
+        _late.add(task)  # a strong reference until it is sent
+        task.add_done_callback(_late.discard)
+
+    timer = loop.call_later(timeout, expire)
+    try:
+        result = await coro
+    except BaseException as exc:
+        if not answered:
+            raise
+        if isinstance(exc, asyncio.CancelledError):
+            log.warning("%s (timed out earlier) was cancelled", call)
+            raise
+        log.warning("%s (timed out earlier) failed: %s", call, exc)
+        return _ANSWERED
+    finally:
+        timer.cancel()
+    if answered:
+        log.warning("%s (timed out earlier) finished", call)
+        return _ANSWERED
+    return result
+
+
+async def _within(future: asyncio.Future[Any], timeout: float) -> Any:
+    """``future``'s result, or _TimedOut after ``timeout`` seconds, leaving
+    ``future`` running (``asyncio.wait_for`` on a shield, without the extra
+    task)."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    if not future.done():
+        raise _TimedOut
+    return future.result()
 
 
 _late: set[asyncio.Future[Any]] = set()  # timed-out calls still running
@@ -167,27 +330,48 @@ def _requires_body(model: type[Model]) -> bool:
     )
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise BadRequest(f"bad request: body too large ({length} bytes, limit {MAX_BODY})")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > MAX_BODY:
+                raise BadRequest(
+                    f"bad request: body too large ({value.decode()} bytes, limit {MAX_BODY})"
+                )
+            break
+    message = await receive()
+    if message["type"] != "http.request":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the daemon's bodies come in one piece
+        if len(body) > MAX_BODY:
+            raise BadRequest(f"bad request: body too large (over {MAX_BODY} bytes)")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise BadRequest(f"bad request: body too large (over {MAX_BODY} bytes)")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def _activate_handler(drivers: tuple[Driver, ...]) -> Callable[[Request], Awaitable[Response]]:
+def _activate_handler(drivers: tuple[Driver, ...]) -> Handler:
     body = json.dumps({"Implements": [d.implements for d in drivers]}).encode()
 
-    async def activate(request: Request) -> Response:
-        return _json(200, body)
+    async def activate(scope: Scope, receive: Receive, send: Send) -> None:
+        await _answer(send, 200, body)
 
     return activate
+
+
+async def _unreachable(request: Request) -> Response:
+    raise AssertionError("a POST to a plugin call is answered before routing")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -201,6 +385,8 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    from starlette.exceptions import HTTPException
+
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, str(exc.detail))
 

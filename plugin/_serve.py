@@ -176,10 +176,50 @@ def _identity(path: str) -> tuple[int, int, int]:
     return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
+def _uvicorn() -> Any:
+    """uvicorn's package, without running its ``__init__`` until something
+    else asks for more than ``Config`` and ``Server``.
+
+    Its ``__init__`` imports the command line (click) and the process
+    supervisors (multiprocessing), which a plugin never uses: about 2 MB of
+    memory and 20 ms before the first answer. Any other attribute of the
+    package runs the real ``__init__`` then, so ``uvicorn.run`` and the like
+    keep working for a driver that wants them.
+    """
+    import importlib.util
+
+    package = sys.modules.get("uvicorn")
+    if package is not None:
+        return package
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def __getattr__(name: str) -> Any:  # PEP 562; gone once __init__ has run
+        del package.__getattr__
+        loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules["uvicorn"] = package
+    try:
+        from uvicorn.config import Config
+        from uvicorn.server import Server
+    except BaseException:
+        del sys.modules["uvicorn"]
+        raise
+    # What uvicorn's own modules import from the package.
+    package.Config = Config  # type: ignore[attr-defined]
+    package.Server = Server  # type: ignore[attr-defined]
+    return package
+
+
 def _run(
     drivers: tuple[Driver, ...], sock: socketlib.socket, where: str, stop: _StopOnSignal
 ) -> None:
-    import uvicorn
+    uvicorn = _uvicorn()
 
     from ._app import make_app
 
