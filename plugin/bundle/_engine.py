@@ -108,12 +108,11 @@ class Engine:
         with tempfile.TemporaryDirectory(prefix="dpk-ref-") as tmp:
             ref = Path(tmp) / REF_FILE
             ref.write_text(name + "\n")
-            archive = Path(tmp) / "bundle.tar"
+            # Sent as it is packed (chunked): no temporary archive to write
+            # and read back.
+            body = _Stream(_pack(bundle, ref))
             self.report(f"packing {bundle}")
-            _pack(bundle, ref, archive)
-            size = archive.stat().st_size
-            self.report(f"sending {size / 1e6:.1f} MB to the daemon")
-            with _engine_call(f"create {name}"), archive.open("rb") as body:
+            with _engine_call(f"create {name}"):
                 res = self.api._post(
                     self.api._url("/plugins/create"),
                     params={"name": name},
@@ -121,6 +120,7 @@ class Engine:
                     headers={"Content-Type": "application/x-tar"},
                 )
                 self.api._raise_for_status(res)
+            self.report(f"sending {body.sent / 1e6:.1f} MB to the daemon")
         info = self._exists(name)
         if info is None:
             raise EngineError(f"create {name}: the daemon accepted it but does not list it")
@@ -250,39 +250,90 @@ def _daemon_log_lines(plugin_id: str, limit: int = 8) -> list[str]:
     return [_log_message(line) for line in mine[-limit:]]
 
 
-def _pack(bundle: Path, ref: Path, archive: Path) -> None:
-    """Tar the bundle (config.json + rootfs/) plus the ref file."""
+class _Stream:
+    """A request body produced while it is sent: requests iterates it (a
+    chunked upload); ``read()`` is there for file-like consumers."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._buffer:
+            chunk, self._buffer = self._buffer, b""
+            yield chunk
+        for chunk in self._chunks:
+            self.sent += len(chunk)
+            yield chunk
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self.sent += len(chunk)
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def _pack(bundle: Path, ref: Path) -> Iterator[bytes]:
+    """Tar the bundle (config.json + rootfs/) plus the ref file, as chunks;
+    EngineError at once if ``bundle`` is not a bundle."""
     config = bundle / "config.json"
     rootfs = bundle / "rootfs"
     if not config.is_file() or not rootfs.is_dir():
         raise EngineError(f"{bundle} is not a plugin bundle (config.json and rootfs/ expected)")
     tar = shutil.which("tar")
-    if tar is not None:
-        import subprocess
+    if tar is None:
+        return _pack_python(config, rootfs, ref)
+    return _pack_tar(tar, bundle, ref)
 
-        proc = subprocess.run(
-            [
-                tar,
-                "-cf",
-                str(archive),
-                "--numeric-owner",
-                "-C",
-                str(bundle),
-                "config.json",
-                "rootfs",
-                "--transform",
-                f"s,^\\{ref.name}$,rootfs/{ref.name},",
-                "-C",
-                str(ref.parent),
-                ref.name,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise EngineError(f"packing {bundle} failed: {proc.stderr.strip()}")
-        return
-    with tarfile.open(archive, "w") as tf:
+
+def _pack_tar(tar: str, bundle: Path, ref: Path) -> Iterator[bytes]:
+    import subprocess
+
+    proc = subprocess.Popen(
+        [
+            tar,
+            "-c",
+            "-f",
+            "-",
+            "--numeric-owner",
+            "-C",
+            str(bundle),
+            "config.json",
+            "rootfs",
+            "--transform",
+            f"s,^\\{ref.name}$,rootfs/{ref.name},",
+            "-C",
+            str(ref.parent),
+            ref.name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while chunk := proc.stdout.read(1 << 20):
+            yield chunk
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        code = proc.wait()
+    if code != 0:
+        raise EngineError(f"packing {bundle} failed: {err.strip()}")
+
+
+def _pack_python(config: Path, rootfs: Path, ref: Path) -> Iterator[bytes]:
+    import io
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
         tf.add(config, "config.json")
         tf.add(rootfs, "rootfs")
         tf.add(ref, f"rootfs/{ref.name}")
+    yield out.getvalue()
