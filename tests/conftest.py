@@ -1,0 +1,46 @@
+"""Counts the reliability tests report (fuzz cases tried, faults injected,
+concurrent operations run), printed at the end of every run, -q included."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+_TALLY = pytest.StashKey["Tally"]()
+
+
+class Tally:
+    """``add("fuzz cases tried", n)`` sums; ``note(text)`` adds a line as is."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.notes: list[str] = []
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+@pytest.fixture(scope="session")
+def tally(pytestconfig: pytest.Config) -> Tally:
+    return pytestconfig.stash.setdefault(_TALLY, Tally())
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    tally = config.stash.get(_TALLY, None)
+    if tally is None or not (tally.counts or tally.notes):
+        return
+    terminalreporter.write_sep("-", "reliability counts")
+    for what, n in tally.counts.items():
+        terminalreporter.write_line(f"{what}: {n}")
+    for text in tally.notes:
+        terminalreporter.write_line(text)
+    failed = len(terminalreporter.stats.get("failed", [])) + len(
+        terminalreporter.stats.get("error", [])
+    )
+    terminalreporter.write_line(f"failures: {failed}")
