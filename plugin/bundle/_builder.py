@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 from .._driver import Driver
 from ..manifest import Requirements, requirements
+from . import _slim
 from ._config import (
     ImageFacts,
     check_config,
@@ -28,6 +32,7 @@ from ._rootfs import (
     load_drivers,
     make_dirs,
     tree_size,
+    unpack,
     wheelhouse,
 )
 
@@ -88,20 +93,31 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         report(f"{project.image_tag} ({image_id[7:19]})")
     bundle = project.bundle_dir
     rootfs = bundle / "rootfs"
-    with step("export the rootfs"), docker_errors("export the rootfs"):
-        bundle.mkdir(parents=True, exist_ok=True)
-        stale = bundle / "config.json"
-        if stale.exists():
-            stale.unlink()  # never leave a config that does not match the rootfs
-        exported = export_rootfs(client, image_id, rootfs, report)
-        needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
-        if reqs.propagated_mount:
-            needed.append(reqs.propagated_mount)
+    bundle.mkdir(parents=True, exist_ok=True)
+    stale = bundle / "config.json"
+    if stale.exists():
+        stale.unlink()  # never leave a config that does not match the rootfs
+    with docker_errors(f"inspect {image_id}"):
+        attrs = client.images.get(image_id).attrs
+    needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
+    if reqs.propagated_mount:
+        needed.append(reqs.propagated_mount)
+    stamp = _export_stamp(project, image_id)
+    stamp_file = bundle / STAMP
+    if rootfs.is_dir() and _read_json(stamp_file) == stamp:
+        with step("export the rootfs"):
+            report(f"{rootfs} is up to date (the image is unchanged since its export)")
+    else:
+        stamp_file.unlink(missing_ok=True)
+        if project.slim:
+            _export_slim(project, client, image_id, attrs, drivers, rootfs, step, report)
+        else:
+            with step("export the rootfs"), docker_errors("export the rootfs"):
+                exported = export_rootfs(client, image_id, rootfs, report)
+                report(f"{exported / 1e6:.1f} MB exported into {rootfs}")
         make_dirs(rootfs, needed, report)
-        report(f"{exported / 1e6:.1f} MB exported into {rootfs}")
+        write_json(stamp_file, stamp)
     with step("render config.json"):
-        with docker_errors(f"inspect {image_id}"):
-            attrs = client.images.get(image_id).attrs
         config, warnings = render_bundle_config(project, attrs, rootfs)
         write_json(bundle / "config.json", config)
         for warning in warnings:
@@ -111,6 +127,72 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     if size == 0:
         raise BuildError(f"{rootfs} is empty")
     return BuildResult(bundle, config, warnings, size)
+
+
+#: In the bundle directory, next to rootfs/: what the rootfs was exported
+#: from. A rebuild whose image did not change keeps the rootfs as it is.
+STAMP = ".rootfs-stamp.json"
+#: Next to it: the slim step's trace (modules, files kept, answers).
+TRACE = ".slim-trace.json"
+
+
+def _export_stamp(project: Project, image_id: str) -> dict[str, Any]:
+    stamp: dict[str, Any] = {"image": image_id, "slim": project.slim}
+    if project.slim:
+        # A change of the selection code re-selects.
+        here = Path(__file__).parent
+        digest = hashlib.sha256()
+        for name in ("_slim.py", "_slim_probe.py"):
+            digest.update((here / name).read_bytes())
+        stamp["slim_code"] = digest.hexdigest()[:16]
+    return stamp
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _export_slim(
+    project: Project,
+    client: Any,
+    image_id: str,
+    attrs: dict[str, Any],
+    drivers: list[type[Driver]],
+    rootfs: Path,
+    step: Step,
+    report: Report,
+) -> None:
+    """Trace the plugin in the image, export what it uses, check the result."""
+    # What the probe runs: config.json as rendered (entrypoint[0] still as
+    # written, found on the image's PATH by the container).
+    reqs = _requirements(drivers)
+    context = template_context(project, reqs, ImageFacts.from_inspect(attrs), None)
+    config = render_config(project.root / "config.json.j2", context)
+    own = sorted({"plugin", *(spec.split(":")[0].split(".")[0] for spec in project.drivers)})
+    with step("trace the plugin in the image"), docker_errors("trace the plugin"):
+        args, traced, result = _slim.trace(client, image_id, config, drivers, own)
+        write_json(rootfs.parent / TRACE, traced)
+        report(
+            f"{len(traced['answers'])} requests answered; {len(traced['modules'])} modules "
+            f"loaded, {len(traced['files'])} files used"
+        )
+    with step("unpack the slim rootfs"):
+        unpack(io.BytesIO(result.tar), rootfs)
+        report(
+            f"image {attrs.get('Size', 0) / 1e6:.1f} MB, slim rootfs "
+            f"{result.slim_bytes / 1e6:.1f} MB ({result.members} entries, "
+            f"{result.bytecode_only} modules as bytecode only)"
+        )
+    with step("check the slim rootfs"), docker_errors("check the slim rootfs"):
+        tag = f"{project.image_tag.rsplit(':', 1)[0]}:slim-check-{uuid.uuid4().hex[:8]}"
+        checked = _slim.check_slim(client, result, config, args, tag)
+        _slim.compare(traced, checked)
+        report(
+            f"the plugin in it loads the same {len(checked['modules'])} modules and answers alike"
+        )
 
 
 def render_bundle(project: Project, client: Any, bundle: Path) -> tuple[dict[str, Any], list[str]]:

@@ -54,6 +54,8 @@ class Project:
     requirements: tuple[str, ...] = ()
     output: str = "rootfs-build"
     entrypoint: tuple[str, ...] | None = None
+    #: Keep only the files the plugin uses (see plugin/bundle/_slim.py).
+    slim: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,6 +78,7 @@ _KNOWN = {
         "python",
         "requirements",
         "output",
+        "slim",
     },
 }
 
@@ -142,6 +145,9 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
             f"{path}: plugin.socket: {socket!r} is {len(socket)} characters; the daemon's "
             f"limit is {MAX_SOCKET}"
         )
+    slim = build.get("slim", False)
+    if not isinstance(slim, bool):
+        raise ProjectError(f"{path}: build.slim must be true or false")
     return Project(
         root=path.resolve().parent,
         name=name,
@@ -158,4 +164,5 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
         python=text(build, "build", "python", Project.python),
         requirements=strings(build, "build", "requirements") or (),
         output=text(build, "build", "output", Project.output),
+        slim=slim,
     )

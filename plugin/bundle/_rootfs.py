@@ -28,6 +28,7 @@ __all__ = [
     "load_drivers",
     "make_dirs",
     "runtime_requirements",
+    "unpack",
     "wheelhouse",
 ]
 
@@ -219,38 +220,46 @@ def _items(stream: Iterable[Any]) -> Iterable[dict[str, Any]]:
             yield item
 
 
-def export_rootfs(client: Any, image: str, dest: Path, report: Report) -> int:
-    """Export the image's filesystem into ``dest`` (replaced); returns bytes."""
+def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> int:
+    """Unpack a tar (a binary file, or ``chunks``) into ``dest`` (replaced)
+    with owners, modes and special files as they are; returns bytes read."""
     tar = shutil.which("tar")
     if tar is None:
         raise BuildError("tar is needed to unpack the rootfs")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    if chunks is None:
+        chunks = iter(lambda: stream.read(1 << 20), b"")
+    total = 0
+    proc = subprocess.Popen(
+        [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        for chunk in chunks:
+            total += len(chunk)
+            proc.stdin.write(chunk)
+    finally:
+        proc.stdin.close()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        code = proc.wait()
+    if code != 0:
+        raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
+    return total
+
+
+def export_rootfs(client: Any, image: str, dest: Path, report: Report) -> int:
+    """Export the image's filesystem into ``dest`` (replaced); returns bytes."""
     # Never started: a command is only needed because create refuses an image
     # without one.
     container = client.containers.create(image, command=["/nonexistent-never-run"])
-    total = 0
     try:
-        proc = subprocess.Popen(
-            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        try:
-            for chunk in container.export(chunk_size=1 << 20):
-                total += len(chunk)
-                proc.stdin.write(chunk)
-        finally:
-            proc.stdin.close()
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            code = proc.wait()
-        if code != 0:
-            raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
+        return unpack(None, dest, container.export(chunk_size=1 << 20))
     finally:
         container.remove(force=True)
-    return total
 
 
 def make_dirs(rootfs: Path, paths: Iterable[str], report: Report) -> None:

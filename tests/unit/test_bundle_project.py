@@ -48,6 +48,7 @@ def test_the_reference_project() -> None:
         dockerfile="Dockerfile",
         base_image="python:3.11-slim-bookworm",
         fallback_base_image="docker-plugin-kit/python:bookworm",
+        slim=True,
     )
     assert project.bundle_dir == ROOT / "rootfs-build"
     assert project.image_tag == "localvol-rootfs:build"
@@ -72,6 +73,7 @@ fallback_base_image = "acme/python:base"
 python = "/opt/venv/bin/python"
 requirements = ["requests==2.32.3"]
 output = "out"
+slim = true
 """,
     )
     assert load_project(path) == Project(
@@ -88,6 +90,7 @@ output = "out"
         requirements=("requests==2.32.3",),
         output="out",
         entrypoint=("/opt/venv/bin/python", "-m", "acme"),
+        slim=True,
     )
 
 
@@ -136,8 +139,9 @@ def test_unknown_tables_and_keys(tmp_path: Path) -> None:
     )
     assert error(tmp_path, GOOD + "[build]\nimage = 'x'\n") == (
         "unknown key build.image (known: base_image, dockerfile, fallback_base_image, output, "
-        "python, requirements)"
+        "python, requirements, slim)"
     )
+    assert error(tmp_path, GOOD + "[build]\nslim = 'yes'\n") == "build.slim must be true or false"
     assert error(tmp_path, "plugin = 'x'\n") == "plugin must be a table ([plugin])"
 
 
