@@ -650,10 +650,11 @@ class SocketVolumes(LocalVolumes):
         super().__init__(f"{root}/data", f"{root}/mnt", bind=False)
 
 
-def _http(path: str, body: bytes, *headers: bytes) -> bytes:
+def _http(path: str, body: bytes, *headers: bytes, close: bool = True) -> bytes:
     # "Connection: close": the server answers and closes, nobody waits for a timeout.
     head = [f"POST {path} HTTP/1.1".encode(), b"Host: plugin.moby.localhost", *headers]
-    head.append(b"Connection: close")
+    if close:
+        head.append(b"Connection: close")
     if not any(h.lower().startswith(b"content-length") for h in headers):
         head.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -680,7 +681,7 @@ RAW_CASES: list[bytes] = [
     _http("/%2e%2e/VolumeDriver.Get", b"{}"),
     _http("/VolumeDriver.Get", b"{}", b"Expect: 100-continue"),
     _http("/VolumeDriver.Get", b"{}", b"Connection: Upgrade", b"Upgrade: websocket"),
-    _http("/VolumeDriver.Create", b'{"Name": "r1"}')
+    _http("/VolumeDriver.Create", b'{"Name": "r1"}', close=False)
     + _http("/VolumeDriver.Remove", b'{"Name": "r1"}'),
     _http("/VolumeDriver.Create", b"[" * 100_000),
     b"POST /VolumeDriver.Get HTTP/1.1\r\n",  # the headers never end
@@ -784,11 +785,35 @@ def served(scratch: Path) -> Iterator[Served]:
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def big_raw_cases() -> list[bytes]:
+    """Bodies that arrive in many pieces (the daemon's come in one)."""
+    padded = b'{"Name": "big1"}' + b" " * (2 << 20)
+    over = b'{"Name": "' + b"x" * (MAX_BODY + 10) + b'"}'
+    return [
+        _http("/VolumeDriver.Create", padded),
+        _http(
+            "/VolumeDriver.Create",
+            _chunked(b'{"Name": "chunked1"}', 3),
+            b"Transfer-Encoding: chunked",
+        ),
+        _http("/VolumeDriver.Create", _chunked(over, 1 << 20), b"Transfer-Encoding: chunked"),
+        _http("/VolumeDriver.Create", over),
+    ]
+
+
 def test_raw_bytes_on_the_socket(served: Served, tally: Tally) -> None:
-    for raw in RAW_CASES:
+    cases = RAW_CASES + big_raw_cases()
+    for raw in cases:
         check_raw(raw, served.exchange(raw), served.path)
         served.alive()
-    tally.add("fuzz cases tried", len(RAW_CASES))
+    listed = json.loads(served.exchange(_http("/VolumeDriver.List", b"{}")).split(b"\r\n\r\n")[1])
+    assert [v["Name"] for v in listed["Volumes"]] == ["big1", "chunked1"]
+    tally.add("fuzz cases tried", len(cases))
     tried = 0
 
     @settings(FUZZ, max_examples=60)
