@@ -12,12 +12,12 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._errors import BundleError
+from ._errors import BundleError, ConfigError
 from ._project import Project, load_project, normalize_name
 
 USAGE = """\
@@ -35,6 +35,11 @@ commands:
   push       docker plugin push to the registry the name points at
   install    docker plugin install REF [KEY=VALUE ...] (pull, set, enable)
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
+
+build, plugin, validate and create take --strict: a warning fails them, such as
+a privilege broader than the plugin needs (all devices, the host's network for
+a volume plugin, the host's PID or IPC namespace, a mount of / or of the Docker
+socket, a capability its drivers do not declare).
 """
 
 
@@ -67,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugin", help="build, create --replace and enable")
     p.add_argument("--timeout", type=int, default=30)
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings before enable")
-    sub.add_parser("build", help="build the bundle")
+    _strict_flag(p)
+    _strict_flag(sub.add_parser("build", help="build the bundle"))
     sub.add_parser("render", help="re-render config.json")
-    sub.add_parser("validate", help="validate the bundle")
+    _strict_flag(sub.add_parser("validate", help="validate the bundle"))
     p = sub.add_parser("create", help="create the plugin from the bundle")
     p.add_argument("--replace", action="store_true", help="remove an existing plugin first")
+    _strict_flag(p)
     p = sub.add_parser("enable", help="enable the plugin")
     p.add_argument("--timeout", type=int, default=30)
     p = sub.add_parser("disable", help="disable the plugin")
@@ -92,6 +99,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("remote", metavar="REF")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
     return parser
+
+
+def _strict_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on warnings, such as privileges broader than the plugin needs",
+    )
+
+
+def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str]:
+    """Capabilities in ``config`` that the project's drivers do not declare
+    (nothing when the drivers cannot be loaded here)."""
+    from ..manifest import requirements
+    from ._config import undeclared_capabilities
+    from ._rootfs import load_drivers
+
+    try:
+        declared = requirements(load_drivers(project()))
+    except (BundleError, ValueError):
+        return []
+    return undeclared_capabilities(config, declared)
+
+
+def _check_strict(args: argparse.Namespace, where: Path, warnings: list[str]) -> None:
+    if getattr(args, "strict", False) and warnings:
+        head = (
+            warnings[0]
+            if len(warnings) == 1
+            else f"{len(warnings)} warnings: " + "; ".join(warnings)
+        )
+        raise ConfigError(f"{where}: --strict: {head}", warnings)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
@@ -144,6 +183,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"bundle {result.bundle}: rootfs {result.rootfs_bytes / 1e6:.1f} MB, built in "
             f"{time.monotonic() - start:.1f} s"
         )
+        extra = _privilege_warnings(get_project, result.config)
+        for warning in extra:
+            console.line(f"warning: {warning}")
+        _check_strict(args, result.bundle / "config.json", [*result.warnings, *extra])
         if cmd == "build":
             return 0
         engine = _engine(console, client)
@@ -170,8 +213,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._builder import validate_bundle
 
         with console.step(f"validate {bundle_dir()}"):
-            for warning in validate_bundle(bundle_dir()):
+            warnings = _bundle_warnings(validate_bundle(bundle_dir()), get_project, bundle_dir())
+            for warning in warnings:
                 console.line(f"warning: {warning}")
+            _check_strict(args, bundle_dir() / "config.json", warnings)
             console.line(f"{bundle_dir() / 'config.json'}: valid")
         return 0
     if cmd == "install":
@@ -204,8 +249,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._builder import validate_bundle
 
         with console.step(f"create {target}"):
-            for warning in validate_bundle(bundle_dir()):
+            warnings = _bundle_warnings(validate_bundle(bundle_dir()), get_project, bundle_dir())
+            for warning in warnings:
                 console.line(f"warning: {warning}")
+            _check_strict(args, bundle_dir() / "config.json", warnings)
             plugin_id = engine.create(target, bundle_dir(), replace=args.replace)
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
@@ -228,6 +275,14 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             raise BundleError(f"inspect {target}: no such plugin")
         print(json.dumps(info, indent=2), flush=True)
     return 0
+
+
+def _bundle_warnings(
+    warnings: list[str], project: Callable[[], Project], bundle: Path
+) -> list[str]:
+    from ._config import read_config
+
+    return [*warnings, *_privilege_warnings(project, read_config(bundle / "config.json"))]
 
 
 _TRY = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "render_config",
     "resolve_in_rootfs",
     "template_context",
+    "undeclared_capabilities",
     "validate_config",
 ]
 
@@ -395,8 +397,15 @@ def _is_bind(mount: Mapping[str, Any]) -> bool:
     return mount.get("type") == "bind" or "bind" in options or "rbind" in options
 
 
-def validate_config(config: Any, rootfs: Path | None = None) -> list[Problem]:
-    """Every problem with ``config`` (errors and warnings), none raised."""
+def validate_config(
+    config: Any, rootfs: Path | None = None, declared: Requirements | None = None
+) -> list[Problem]:
+    """Every problem with ``config`` (errors and warnings), none raised.
+
+    Broad privileges are warnings: all devices, the host's network for a
+    volume plugin, the host's PID or IPC namespace, a mount of the host's
+    ``/`` or of the Docker socket, and, when ``declared`` (what the plugin's
+    drivers ask for) is given, capabilities its drivers do not declare."""
     problems: list[Problem] = []
     if not isinstance(config, dict):
         return [_wrong_type("config.json", {}, config)]
@@ -593,6 +602,7 @@ def validate_config(config: Any, rootfs: Path | None = None) -> list[Problem]:
     if args:
         setting("args", args, "value")
 
+    problems += _privileges(c, declared)
     if c.get("user"):
         warning("user", "is ignored by the daemon: plugins run as root")
     if c.get("rootfs"):
@@ -605,9 +615,94 @@ def validate_config(config: Any, rootfs: Path | None = None) -> list[Problem]:
     return problems
 
 
-def check_config(config: Any, rootfs: Path | None = None, where: str = "config.json") -> list[str]:
+# --- least privilege -------------------------------------------------------------------
+
+#: Host paths whose mount hands the plugin the host (or its Docker daemon).
+_HOST_ROOT = (
+    "mounts the host's whole filesystem into the plugin; mount only the directories it needs"
+)
+_DOCKER_SOCKETS = {"/var/run/docker.sock", "/run/docker.sock"}
+
+
+def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Problem]:
+    """Warnings about privileges broader than a plugin needs (``c`` is the
+    config with lower-cased keys, as ``_check_types`` returns it)."""
+    out: list[Problem] = []
+
+    def warn(field: str, message: str) -> None:
+        out.append(Problem(field, message, error=False))
+
+    linux = c.get("linux") or {}
+    if linux.get("allowalldevices") is True:
+        warn(
+            "linux.allowAllDevices",
+            "gives the plugin every device of the host; list the devices it needs in "
+            "linux.devices instead",
+        )
+    types = [t for t in (c.get("interface") or {}).get("types") or [] if isinstance(t, str)]
+    network = (c.get("network") or {}).get("type")
+    if network == "host" and types and all(t.startswith("docker.volumedriver/") for t in types):
+        warn(
+            "network.type",
+            "'host' gives a volume plugin the host's network; it needs it only to reach "
+            'remote storage (otherwise use "")',
+        )
+    for key, what in (("pidhost", "process"), ("ipchost", "IPC")):
+        if c.get(key) is True:
+            warn(
+                _CANONICAL[key],
+                f"shares the host's {what} namespace with the plugin; leave it false unless "
+                "the plugin needs it",
+            )
+    for i, m in enumerate(c.get("mounts") or []):
+        source = (m or {}).get("source")
+        if not isinstance(source, str) or not source.startswith("/"):
+            continue
+        normal = posixpath.normpath(source)
+        if normal.strip("/") == "":
+            warn(f"mounts[{i}].source", f"{source!r} {_HOST_ROOT}")
+        elif normal in _DOCKER_SOCKETS:
+            warn(f"mounts[{i}].source", f"{source!r} gives the plugin control of the Docker daemon")
+    if declared is not None:
+        out += _undeclared(linux.get("capabilities") or [], declared)
+    return out
+
+
+def _undeclared(caps: Sequence[Any], declared: Requirements) -> list[Problem]:
+    allowed = set(declared.linux_capabilities)
+    named = ", ".join(sorted(allowed)) or "none"
+    return [
+        Problem(
+            f"linux.capabilities[{i}]",
+            f"{cap} is not declared by the plugin's drivers (they declare {named})",
+            error=False,
+        )
+        for i, cap in enumerate(caps)
+        if isinstance(cap, str) and cap not in allowed
+    ]
+
+
+def undeclared_capabilities(config: Any, declared: Requirements) -> list[str]:
+    """Warnings for the capabilities of ``config`` that ``declared`` (the
+    drivers' declarations) does not ask for; the rest of the checks are in
+    ``validate_config``."""
+    if not isinstance(config, dict):
+        return []
+    linux = next((v for k, v in config.items() if k.lower() == "linux"), None)
+    if not isinstance(linux, dict):
+        return []
+    caps = next((v for k, v in linux.items() if k.lower() == "capabilities"), None)
+    return [str(p) for p in _undeclared(caps if isinstance(caps, list) else [], declared)]
+
+
+def check_config(
+    config: Any,
+    rootfs: Path | None = None,
+    where: str = "config.json",
+    declared: Requirements | None = None,
+) -> list[str]:
     """Raise ConfigError listing every error; return the warnings."""
-    problems = validate_config(config, rootfs)
+    problems = validate_config(config, rootfs, declared)
     errors = [str(p) for p in problems if p.error]
     if errors:
         head = errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + "; ".join(errors)

@@ -1,0 +1,335 @@
+"""Least privilege: the validator warns on privileges broader than a plugin
+needs and ``--strict`` fails on them (plugin/bundle/_config.py, the CLI); a
+legacy plugin's socket is 0660 with a chosen group (plugin/_serve.py)."""
+
+from __future__ import annotations
+
+import grp
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.bundle import Problem, check_config, load_project, validate_config
+from plugin.bundle.__main__ import main
+from plugin.bundle._builder import render_bundle_config
+from plugin.bundle._config import undeclared_capabilities
+from plugin.bundle._rootfs import load_drivers
+from plugin.manifest import requirements
+from plugin.volume import VolumeDriver
+from reference.localvol import LocalVolumes
+from tests.unit.test_bundle_config import IMAGE_ATTRS, good, make_rootfs, with_
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ALL_DEVICES = (
+    "linux.allowAllDevices: gives the plugin every device of the host; list the devices it "
+    "needs in linux.devices instead"
+)
+HOST_NETWORK = (
+    "network.type: 'host' gives a volume plugin the host's network; it needs it only to reach "
+    'remote storage (otherwise use "")'
+)
+PID_HOST = (
+    "pidHost: shares the host's process namespace with the plugin; leave it false unless the "
+    "plugin needs it"
+)
+IPC_HOST = (
+    "ipcHost: shares the host's IPC namespace with the plugin; leave it false unless the "
+    "plugin needs it"
+)
+
+
+def root_mount(source: str) -> str:
+    return (
+        f"mounts[1].source: {source!r} mounts the host's whole filesystem into the plugin; "
+        "mount only the directories it needs"
+    )
+
+
+def with_mount(source: str, options: list[str] | None = None) -> dict[str, Any]:
+    config = good()
+    config["mounts"].append(
+        {
+            "name": "host",
+            "source": source,
+            "destination": "/host",
+            "type": "bind",
+            "options": options or ["rbind"],
+        }
+    )
+    return config
+
+
+def warnings(config: dict[str, Any], **kwargs: Any) -> list[str]:
+    return check_config(config, **kwargs)
+
+
+# --- the validator ------------------------------------------------------------------------
+
+
+def test_a_narrow_volume_plugin_has_no_warning() -> None:
+    assert validate_config(good()) == []
+
+
+def test_all_devices() -> None:
+    config = good()
+    config["linux"]["allowAllDevices"] = True
+    assert warnings(config) == [ALL_DEVICES]
+    assert validate_config(config) == [Problem(*ALL_DEVICES.split(": ", 1), error=False)]
+
+
+def test_host_network_for_a_volume_plugin_only() -> None:
+    assert warnings(with_(network={"type": "host"})) == [HOST_NETWORK]
+    for types in (["docker.networkdriver/1.0"], ["docker.volumedriver/1.0", "docker.authz/1.0"]):
+        interface = {"types": types, "socket": "t.sock"}
+        assert warnings(with_(network={"type": "host"}, interface=interface)) == []
+    assert warnings(with_(network={"type": ""})) == []
+
+
+def test_host_namespaces() -> None:
+    assert warnings(with_(pidHost=True)) == [PID_HOST]
+    assert warnings(with_(ipcHost=True)) == [IPC_HOST]
+    assert warnings(with_(pidHost=False, ipcHost=False)) == []
+
+
+@pytest.mark.parametrize("source", ["/", "//", "/.", "/..", "/./"])
+def test_mounts_of_the_host_root(source: str) -> None:
+    assert warnings(with_mount(source)) == [root_mount(source)]
+
+
+def test_mounts_of_the_docker_socket() -> None:
+    for source in ("/var/run/docker.sock", "/run/docker.sock", "/run//docker.sock"):
+        assert warnings(with_mount(source)) == [
+            f"mounts[1].source: {source!r} gives the plugin control of the Docker daemon"
+        ]
+
+
+def test_narrow_mounts_are_fine() -> None:
+    for source in ("/var/lib/x", "/root", "/srv", "/run/docker/plugins"):
+        assert warnings(with_mount(source)) == []
+
+
+class Mounter(VolumeDriver):
+    """Declares what it needs: CAP_SYS_ADMIN."""
+
+    linux_capabilities = ("CAP_SYS_ADMIN",)
+
+
+def test_capabilities_beyond_those_declared() -> None:
+    declared = requirements([Mounter])
+    config = good()
+    config["linux"]["capabilities"] = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_MODULE"]
+    expected = [
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)",
+        "linux.capabilities[2]: CAP_SYS_MODULE is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)",
+    ]
+    assert warnings(config, declared=declared) == expected
+    assert undeclared_capabilities(config, declared) == expected
+    # Without the declarations there is nothing to compare with.
+    assert warnings(config) == []
+    nothing = requirements([type("Plain", (Mounter,), {"linux_capabilities": ()})])
+    assert undeclared_capabilities(good(), nothing) == [
+        "linux.capabilities[0]: CAP_SYS_ADMIN is not declared by the plugin's drivers "
+        "(they declare none)"
+    ]
+    # The daemon reads keys in any case.
+    assert undeclared_capabilities({"Linux": {"Capabilities": ["CAP_KILL"]}}, declared) == [
+        "linux.capabilities[0]: CAP_KILL is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    ]
+
+
+def test_everything_broad_at_once_is_listed_in_order() -> None:
+    config = with_mount("/")
+    config.update(network={"type": "host"}, pidHost=True, ipcHost=True)
+    config["linux"]["allowAllDevices"] = True
+    assert warnings(config) == [ALL_DEVICES, HOST_NETWORK, PID_HOST, IPC_HOST, root_mount("/")]
+
+
+# --- the reference plugin --------------------------------------------------------------------
+
+
+@pytest.fixture
+def reference_bundle(tmp_path: Path) -> Path:
+    """The reference plugin's config.json as the builder renders it, in a bundle."""
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    config, _ = render_bundle_config(load_project(ROOT / "plugin.toml"), IMAGE_ATTRS, rootfs)
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def test_the_reference_plugin_asks_for_nothing_broad(reference_bundle: Path) -> None:
+    project = load_project(ROOT / "plugin.toml")
+    declared = requirements(load_drivers(project))
+    config = json.loads((reference_bundle / "config.json").read_text())
+    assert check_config(config, reference_bundle / "rootfs", declared=declared) == []
+    assert declared.linux_capabilities == LocalVolumes.linux_capabilities == ("CAP_SYS_ADMIN",)
+
+
+def run(*argv: str) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, re.sub(r"done in \d+\.\d s", "done in N.N s", out.getvalue()).splitlines()
+
+
+def test_the_reference_plugin_passes_strict(reference_bundle: Path) -> None:
+    project = str(ROOT / "plugin.toml")
+    assert run("--project", project, "--bundle", str(reference_bundle), "validate", "--strict") == (
+        0,
+        [
+            f"==> validate {reference_bundle}",
+            f"    {reference_bundle}/config.json: valid",
+            "    done in N.N s",
+        ],
+    )
+
+
+def test_strict_turns_warnings_into_a_failure(reference_bundle: Path) -> None:
+    path = reference_bundle / "config.json"
+    config = json.loads(path.read_text())
+    config["linux"]["allowAllDevices"] = True
+    config["linux"]["capabilities"].append("CAP_NET_ADMIN")
+    path.write_text(json.dumps(config))
+    caps = (
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    )
+    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle), "validate"]
+    assert run(*argv) == (
+        0,
+        [
+            f"==> validate {reference_bundle}",
+            f"    warning: {ALL_DEVICES}",
+            f"    warning: {caps}",
+            f"    {path}: valid",
+            "    done in N.N s",
+        ],
+    )
+    assert run(*argv, "--strict") == (
+        1,
+        [
+            f"==> validate {reference_bundle}",
+            f"    warning: {ALL_DEVICES}",
+            f"    warning: {caps}",
+            f"error: {path}: --strict: 2 warnings: {ALL_DEVICES}; {caps}",
+        ],
+    )
+    config["linux"]["capabilities"].pop()
+    path.write_text(json.dumps(config))
+    assert run(*argv, "--strict")[1][-1] == f"error: {path}: --strict: {ALL_DEVICES}"
+
+
+def test_strict_create_sends_nothing_to_the_daemon(
+    reference_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plugin.bundle import _engine
+    from tests.unit.test_bundle_engine import FakeClient
+
+    client = FakeClient()
+    monkeypatch.setattr(_engine, "docker_client", lambda timeout=600: client)
+    path = reference_bundle / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pidHost": True}))
+    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle)]
+    assert run(*argv, "create", "--strict") == (
+        1,
+        [
+            "==> create localvol:latest",
+            f"    warning: {PID_HOST}",
+            f"error: {path}: --strict: {PID_HOST}",
+        ],
+    )
+    assert client.api.bodies == []
+
+
+def test_strict_is_offered_where_a_bundle_is_made_or_used() -> None:
+    for command in ("build", "plugin", "validate", "create"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"], out=io.StringIO())
+        assert info.value.code == 0
+    with pytest.raises(SystemExit):
+        main(["enable", "--strict"], out=io.StringIO())
+
+
+# --- the socket of a legacy plugin -------------------------------------------------------------
+
+
+@pytest.fixture
+def short_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(dir="/tmp", prefix="pk-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+LEGACY = """
+import sys
+from plugin import serve
+from tests.unit.test_privileges import Mounter
+
+class Legacy(Mounter):
+    def create(self, req): pass
+    def remove(self, req): pass
+    def mount(self, req): raise NotImplementedError
+    def unmount(self, req): pass
+    def path(self, req): raise NotImplementedError
+    def get(self, req): raise NotImplementedError
+    def list(self): return None
+
+kwargs = {"group": sys.argv[2]} if len(sys.argv) > 2 else {}
+serve(Legacy(), path=sys.argv[1], **kwargs)
+"""
+
+
+def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEGACY, path, *group],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while not os.path.exists(path):
+        assert proc.poll() is None, "the plugin exited"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
+    # A legacy plugin is started by a person, so the socket is what guards
+    # it: no access for others, and the group of the user's choice.
+    path = os.path.join(short_dir, "legacy.sock")
+    proc = serve_legacy(path)
+    try:
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+        assert st.st_gid == os.getegid()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert not os.path.exists(path)
+    if os.geteuid() != 0:
+        pytest.skip("only root may give the socket to any group")
+    group = next(g for g in grp.getgrall() if g.gr_gid != os.getegid())
+    proc = serve_legacy(path, group.gr_name)
+    try:
+        st = os.stat(path)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, group.gr_gid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
