@@ -29,6 +29,10 @@ clean:
 test:
 	scripts/test
 
+## bench: build and enable the plugin, then the figures of the README (bench/run, < 3 min)
+bench: plugin
+	bench/run
+
 deps:
 	@scripts/install-deps
 

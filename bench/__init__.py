@@ -1,0 +1,1 @@
+"""Benchmarks of docker-plugin-kit: ``make bench`` (bench/run)."""
