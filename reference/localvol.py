@@ -94,11 +94,11 @@ PURGE_WAIT = 20.0
 
 #: Test hook, off unless this variable is set to a non-empty value other than
 #: "0" when the driver is made (it is not in config.json: fault tests add it to
-#: a copy of the bundle's). Then Create of a volume named ``pause-create-*``
-#: and Mount of one named ``pause-mount-*`` stop half-way, after the directory
-#: (the bind mount) is made and before the commit: they write the volume's name
-#: to ``<data dir>/paused-<create|mount>`` and wait until that file is deleted,
-#: at most PAUSE_MAX seconds. Tests kill the plugin there.
+#: a copy of the bundle's). Then a file ``<data dir>/pause-create`` (or
+#: ``pause-mount``) holding a volume's name arms one pause of that call for
+#: that volume, half-way: after the directory (the bind mount) is made, before
+#: the commit. The call renames the file to ``paused-<call>`` and waits until
+#: it is deleted, at most PAUSE_MAX seconds. Tests kill the plugin there.
 PAUSE_ENV = "LOCALVOL_TEST_PAUSE"
 PAUSE_MAX = 600.0
 
@@ -384,11 +384,17 @@ class LocalVolumes(VolumeDriver):
 
     def _pause_point(self, op: str, name: str) -> None:
         """The fault tests' hook (see PAUSE_ENV); nothing unless switched on."""
-        if not self._pause or not name.startswith(f"pause-{op}-"):
+        if not self._pause:
+            return
+        armed = os.path.join(self.data_dir, f"pause-{op}")
+        try:
+            with open(armed, encoding="utf-8") as f:
+                if f.read().strip() != name:
+                    return
+        except OSError:
             return
         marker = os.path.join(self.data_dir, f"paused-{op}")
-        with open(marker, "w", encoding="utf-8") as f:
-            f.write(name + "\n")
+        os.rename(armed, marker)  # one pause per arming
         log.warning("test hook: %s of %r paused until %s is deleted", op, name, marker)
         deadline = time.monotonic() + PAUSE_MAX
         while os.path.lexists(marker) and time.monotonic() < deadline:

@@ -1110,25 +1110,39 @@ def test_a_create_past_its_deadline_is_answered_with_a_timeout_and_still_lands(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(localvol.PAUSE_ENV, "1")
-    marker = data / "paused-create"
     with PluginClient(Impatient(str(data), str(tmp_path / "mnt"), bind=False)) as client:
-        status, body = post(client, "Create", {"Name": "pause-create-v"})
+        (data / "pause-create").write_text("v\n")  # the test hook: one pause of Create v
+        status, body = post(client, "Create", {"Name": "v"})
         assert status == 500
         assert body["Err"] == (
             "timed out after 0.3 s in the plugin (the daemon stops waiting at 120 s); the "
             "operation may still finish: check its result before retrying"
         )
-        assert marker.read_text() == "pause-create-v\n"
-        assert post(client, "Get", {"Name": "pause-create-v"})[0] == 500  # not committed yet
+        marker = data / "paused-create"
+        assert marker.read_text() == "v\n"
+        assert not (data / "pause-create").exists()
+        assert post(client, "Get", {"Name": "v"})[0] == 500  # not committed yet
         marker.unlink()
         for _ in range(200):
-            if post(client, "Get", {"Name": "pause-create-v"})[0] == 200:
+            if post(client, "Get", {"Name": "v"})[0] == 200:
                 break
             threading.Event().wait(0.02)
-        assert sorted(state(data)["volumes"]) == ["pause-create-v"]
+        assert sorted(state(data)["volumes"]) == ["v"]
+        # Disarmed: the next one goes straight through.
+        assert post(client, "Create", {"Name": "w"}) == (200, {})
 
 
-def test_the_pause_hook_is_off_by_default(client: PluginClient, data: Path) -> None:
-    assert post(client, "Create", {"Name": "pause-create-v"}) == (200, {})
-    assert post(client, "Mount", {"Name": "pause-create-v", "ID": ID_A})[0] == 200
-    assert sorted(os.listdir(data)) == ["state.json", "trash", "volumes"]
+def test_the_pause_hook_needs_its_variable_and_the_volumes_name(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with PluginClient(LocalVolumes(str(data), str(tmp_path / "mnt"), bind=False)) as client:
+        (data / "pause-create").write_text("v")
+        (data / "pause-mount").write_text("v")
+        assert post(client, "Create", {"Name": "v"}) == (200, {})  # no variable: no pause
+        assert post(client, "Mount", {"Name": "v", "ID": ID_A})[0] == 200
+        assert (data / "pause-create").exists() and (data / "pause-mount").exists()
+    monkeypatch.setenv(localvol.PAUSE_ENV, "1")
+    with PluginClient(LocalVolumes(str(data), str(tmp_path / "mnt"), bind=False)) as client:
+        assert post(client, "Create", {"Name": "w"}) == (200, {})  # armed for v only
+        assert post(client, "Mount", {"Name": "w", "ID": ID_A})[0] == 200
+        assert not (data / "paused-create").exists() and not (data / "paused-mount").exists()
