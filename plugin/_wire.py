@@ -74,22 +74,32 @@ def decode_body(body: bytes, model: type[M] | None) -> M | None:
     if model is None:
         return None
     if not body.strip():
-        data: Any = {}
-    else:
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("bad request: body is not valid UTF-8") from None
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise BadRequest("bad request: body is nested too deeply") from None
-        except ValueError as exc:
-            # JSONDecodeError, and also an integer of more than 4300 digits.
-            raise BadRequest(f"bad request: body is not valid JSON ({exc})") from None
+            return model.from_wire({})
+        except BadRequest as exc:
+            # Seen on dockerd 20.10: a call the plugin did not answer (it was
+            # killed) is retried on the restarted plugin without its body.
+            raise BadRequest(f"{exc.message} ({_EMPTY})") from None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("bad request: body is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise BadRequest("bad request: body is nested too deeply") from None
+    except ValueError as exc:
+        # JSONDecodeError, and also an integer of more than 4300 digits.
+        raise BadRequest(f"bad request: body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadRequest(f"bad request: body must be a JSON object, got {_json_type(data)}")
     return model.from_wire(data)
+
+
+_EMPTY = (
+    "the body was empty, as the daemon sends it when it retries a call the plugin did not "
+    "answer, e.g. across a plugin restart: try again"
+)
 
 
 def encode(value: Model | Mapping[str, Any] | None) -> bytes:

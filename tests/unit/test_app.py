@@ -359,7 +359,12 @@ def test_bad_requests_are_400_naming_the_field() -> None:
         for body, message in [
             ({"Name": "v", "Opts": {"uid": 1000}}, "Opts.uid: expected a string, got number"),
             ({"Opts": {}}, "Name: required field missing"),
-            (None, "Name: required field missing"),
+            (
+                None,
+                "Name: required field missing (the body was empty, as the daemon sends it when "
+                "it retries a call the plugin did not answer, e.g. across a plugin restart: "
+                "try again)",
+            ),
             ("[]", "body must be a JSON object, got array"),
             (
                 "{",
