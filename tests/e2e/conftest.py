@@ -8,16 +8,19 @@ end-to-end tests never skip there.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +90,35 @@ class Plugin:
     data_dir: Path
     volumes: list[str] = field(default_factory=list)
 
+    @property
+    def id(self) -> str:
+        return str(docker("plugin", "inspect", "-f", "{{.Id}}", self.name).stdout.strip())
+
+    def pid(self) -> int | None:
+        """The plugin's process on this host (its cgroup is named by the plugin ID)."""
+        plugin_id = self.id
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if plugin_id in (proc / "cgroup").read_text():
+                    return int(proc.name)
+            except OSError:
+                continue  # gone meanwhile
+        return None
+
+    def socket(self) -> str:
+        """The plugin's socket as seen from this host."""
+        return f"/run/docker/plugins/{self.id}/localvol.sock"
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.data_dir / "state.json").read_bytes())  # type: ignore[no-any-return]
+
+    def listed(self) -> set[str]:
+        """The volumes of this plugin as `docker volume ls` shows them."""
+        out = docker("volume", "ls", "-q", "--filter", f"driver={self.name}").stdout
+        return set(out.split())
+
     def volume(self, prefix: str = "v") -> str:
         """A fresh volume name, removed at teardown."""
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -100,6 +132,74 @@ class Plugin:
             args += ["-o", opt]
         assert docker(*args, name).stdout.strip() == name
         return name
+
+
+def engine_restart() -> None:
+    """Restart the daemon (scripts/engine restart, 10-15 s); skipped where the
+    daemon is not ours to restart, except under CI."""
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "engine"), "restart"], capture_output=True, text=True, timeout=240
+    )
+    if proc.returncode != 0:
+        message = f"cannot restart the daemon: {proc.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def extra_plugin(
+    bundle: BuiltBundle,
+    label: str,
+    *,
+    env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> Iterator[Plugin]:
+    """Another instance of the reference plugin, under a unique name with its
+    own data directory (made unless given), removed with its volumes at the end.
+    ``env`` adds variables to a copy of the bundle's config.json (test hooks
+    that the real config does not offer)."""
+    from plugin.bundle._engine import Engine
+
+    tag = uuid.uuid4().hex[:8]
+    name = f"dpk-e2e-{label}-{tag}/localvol:latest"
+    data_dir = data_dir or Path(f"/var/tmp/dpk-e2e-{label}-{tag}")
+    source = bundle.path
+    variant = Path(f"/var/tmp/dpk-e2e-bundle-{label}-{tag}")
+    if env:
+        config = json.loads((bundle.path / "config.json").read_text())
+        config["env"] += [{"name": k, "description": "test", "value": v} for k, v in env.items()]
+        variant.mkdir()
+        (variant / "config.json").write_text(json.dumps(config))
+        # Hard links: a copy of the rootfs in no time and no space.
+        subprocess.run(["cp", "-al", str(bundle.path / "rootfs"), str(variant)], check=True)
+        source = variant
+    engine = Engine(report=lambda line: None)
+    plugin = Plugin(name, data_dir)
+    try:
+        engine.create(name, source)
+        engine.set(name, [f"data.source={data_dir}"])
+        engine.enable(name, timeout=30)
+        yield plugin
+    finally:
+        for volume in plugin.volumes:
+            docker("volume", "rm", "-f", volume, check=False)
+        docker("plugin", "rm", "-f", name, check=False)
+        shutil.rmtree(variant, ignore_errors=True)
+        if not os.path.ismount(data_dir):
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -501,7 +501,7 @@ def fresh(name: str, scratch: Path) -> Target:
     return target
 
 
-def exchange(target: Target, requests: list[tuple[str, str, bytes]]) -> None:
+def send_all(target: Target, requests: list[tuple[str, str, bytes]]) -> None:
     with PluginClient(*target.drivers) as client:
         for method, path, body in requests:
             check(target, method, path, body, client.post(path, body, method=method))
@@ -523,7 +523,7 @@ def test_generated_bodies(name: str, path: str, scratch: Path, tally: Tally) -> 
     def run(body: bytes) -> None:
         nonlocal tried
         tried += 1
-        exchange(fresh(name, scratch), [("POST", path, body)])
+        send_all(fresh(name, scratch), [("POST", path, body)])
 
     try:
         run()
@@ -541,7 +541,7 @@ def test_generated_paths_and_methods(name: str, scratch: Path, tally: Tally) -> 
     def run(request: tuple[str, str, bytes]) -> None:
         nonlocal tried
         tried += 1
-        exchange(fresh(name, scratch), [request])
+        send_all(fresh(name, scratch), [request])
 
     try:
         run()
@@ -655,7 +655,8 @@ def _http(path: str, body: bytes, *headers: bytes, close: bool = True) -> bytes:
     head = [f"POST {path} HTTP/1.1".encode(), b"Host: plugin.moby.localhost", *headers]
     if close:
         head.append(b"Connection: close")
-    if not any(h.lower().startswith(b"content-length") for h in headers):
+    framed = (b"content-length", b"transfer-encoding")
+    if not any(h.lower().startswith(framed) for h in headers):
         head.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
@@ -688,6 +689,28 @@ RAW_CASES: list[bytes] = [
 ]
 
 
+def raw_exchange(path: str, raw: bytes, wait: float = 1.0, half_close: bool = False) -> bytes:
+    """Send ``raw`` to the socket at ``path`` (then end our side, with
+    ``half_close``) and read what comes back until the server closes or
+    ``wait`` seconds pass without data."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(wait)
+        sock.connect(path)
+        try:
+            sock.sendall(raw)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close first (a body over the limit)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
 @dataclass
 class Served:
     proc: subprocess.Popen[bytes]
@@ -695,24 +718,7 @@ class Served:
     root: Path
 
     def exchange(self, raw: bytes, wait: float = 1.0, half_close: bool = False) -> bytes:
-        """Send ``raw`` (then end our side, with ``half_close``) and read what
-        comes back until the server closes or ``wait`` seconds pass without data."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(wait)
-            sock.connect(self.path)
-            try:
-                sock.sendall(raw)
-                if half_close:
-                    sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass  # the server may close first (a body over the limit)
-            chunks = []
-            try:
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-            except (TimeoutError, ConnectionResetError):
-                pass
-        return b"".join(chunks)
+        return raw_exchange(self.path, raw, wait, half_close)
 
     def alive(self) -> None:
         assert self.proc.poll() is None, f"the plugin exited {self.proc.returncode}"

@@ -1,0 +1,322 @@
+"""Faults on the real daemon, with nothing lost: the plugin killed half-way
+through Create and Mount, the daemon restarted under running containers, a
+full disk under the state file; hostile bytes on the managed plugin's own
+socket; a legacy plugin's socket; the built bundle under --strict.
+
+The kills use localvol's test hook (reference/localvol.py, PAUSE_ENV), switched
+on in a copy of the bundle's config.json for a plugin instance of these tests
+only. Each fault injected is counted in the run's summary. The daemon restart
+comes last.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import io
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reference.localvol import PAUSE_ENV
+from tests.unit.test_fuzz import RAW_CASES, _http, big_raw_cases, check_raw, raw_exchange
+
+from ..conftest import Tally
+from .conftest import (
+    ROOT,
+    TEST_IMAGE,
+    BuiltBundle,
+    Plugin,
+    docker,
+    engine_restart,
+    extra_plugin,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+ENOSPC = "No space left on device"
+
+
+def run(volume: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return docker(
+        "run", "--rm", "-v", f"{volume}:/data", TEST_IMAGE, "sh", "-c", script, check=check
+    )
+
+
+def status(volume: str) -> dict[str, object]:
+    info = json.loads(docker("volume", "inspect", volume).stdout)[0]
+    return info["Status"]  # type: ignore[no-any-return]
+
+
+def consistent(plugin: Plugin) -> set[str]:
+    """What the daemon lists, what state.json says and what is on disk agree."""
+    on_disk = set(os.listdir(plugin.data_dir / "volumes"))
+    committed = set(plugin.state()["volumes"])
+    assert plugin.listed() == committed == on_disk
+    assert os.listdir(plugin.data_dir / "trash") == []
+    return committed
+
+
+@pytest.fixture(scope="module")
+def faults(bundle: BuiltBundle) -> Iterator[Plugin]:
+    """An instance of localvol with its test hook switched on."""
+    with extra_plugin(bundle, "faults", env={PAUSE_ENV: "1"}) as plugin:
+        yield plugin
+
+
+def kill_at(plugin: Plugin, call: str, volume: str, command: list[str], tally: Tally) -> str:
+    """Run ``command``, SIGKILL the plugin once ``call`` of ``volume`` is half
+    done, wait for the daemon to restart it; the command's stderr."""
+    (plugin.data_dir / f"pause-{call}").write_text(volume)
+    marker = plugin.data_dir / f"paused-{call}"
+    cli = subprocess.Popen(
+        ["docker", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(f"{call} of {volume} to pause", marker.exists, 60)
+        pid = plugin.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        tally.add("faults injected")
+        marker.unlink()
+        _, err = cli.communicate(timeout=180)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    wait_for("the daemon to restart the plugin", lambda: plugin.pid() not in (None, pid))
+    wait_for("the restarted plugin to listen", lambda: os.path.exists(plugin.socket()))
+    assert cli.returncode != 0
+    return err.strip()
+
+
+def test_kill_mid_create_lists_no_half_created_volume(faults: Plugin, tally: Tally) -> None:
+    keep = faults.create_volume(prefix="keep")
+    run(keep, "echo kept > /data/file")
+    victim = faults.volume("victim")
+    before = consistent(faults)
+    err = kill_at(faults, "create", victim, ["volume", "create", "-d", faults.name, victim], tally)
+    # The daemon retries the call on the restarted plugin (without its body).
+    assert err.startswith(f"Error response from daemon: create {victim}: VolumeDriver.Create: ")
+    # Start-up recovery removed the directory the create had made.
+    assert consistent(faults) == before
+    assert docker("volume", "inspect", victim, check=False).returncode != 0
+    assert run(keep, "cat /data/file").stdout == "kept\n"
+    # The name is free and works.
+    docker("volume", "create", "-d", faults.name, victim)
+    assert run(victim, "echo ok > /data/f; cat /data/f").stdout == "ok\n"
+
+
+def test_kill_mid_mount_loses_nothing(faults: Plugin, tally: Tally) -> None:
+    vol = faults.create_volume(prefix="mnt")
+    run(vol, "echo kept > /data/file")
+    before = consistent(faults)
+    err = kill_at(
+        faults, "mount", vol, ["run", "--rm", "-v", f"{vol}:/data", TEST_IMAGE, "true"], tally
+    )
+    assert "VolumeDriver.Mount: " in err.splitlines()[0]
+    assert consistent(faults) == before
+    # The mount that did not commit holds no reference.
+    assert status(vol)["mounts"] == 0
+    assert faults.state()["volumes"][vol]["mounts"] == []
+    assert run(vol, "cat /data/file").stdout == "kept\n"
+    assert status(vol)["mounts"] == 0
+    # No mount of the volume is left on the host.
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if f"/propagated-mount/{vol} " in line]
+
+
+def test_hostile_bytes_on_the_managed_plugins_socket(faults: Plugin, tally: Tally) -> None:
+    """The raw corpus of the unit fuzz suite, and random bytes, on the plugin
+    as the daemon runs it (its rootfs, its HTTP parser): it never restarts."""
+    pid = faults.pid()
+    path = faults.socket()
+    rng = random.Random(20)
+    noise = [rng.randbytes(rng.randrange(1, 400)) for _ in range(40)]
+    noise += [b"POST /VolumeDriver.Get HTTP/1.1\r\n" + rng.randbytes(60) for _ in range(20)]
+    cases = [*RAW_CASES, *big_raw_cases()]
+    for raw in cases:
+        check_raw(raw, raw_exchange(path, raw), path)
+    for raw in noise:
+        check_raw(raw, raw_exchange(path, raw, wait=0.5, half_close=True), path)
+    tally.add("fuzz cases tried", len(cases) + len(noise))
+    assert faults.pid() == pid
+    # Volumes made behind the daemon's back by the corpus: removed the same way.
+    for name in ("big1", "chunked1"):
+        answer = raw_exchange(
+            path, _http("/VolumeDriver.Remove", json.dumps({"Name": name}).encode())
+        )
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    consistent(faults)
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 1 MiB tmpfs: the data directory of a plugin instance, filled up below."""
+    path = Path(f"/var/tmp/dpk-e2e-full-{uuid.uuid4().hex[:8]}")
+    path.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "dpk-e2e", str(path)], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        path.rmdir()
+        pytest.skip(f"cannot mount a tmpfs: {exc}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        path.rmdir()
+
+
+def fill(path: Path) -> Path:
+    """Fill the filesystem of ``path`` up to its last page."""
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_disk_full_fails_clearly_and_changes_nothing(
+    bundle: BuiltBundle, small_disk: Path, tally: Tally
+) -> None:
+    with extra_plugin(bundle, "full", data_dir=small_disk) as plugin:
+        before = plugin.create_volume(prefix="before")
+        run(before, "echo kept > /data/file")
+        filler = fill(small_disk)
+        state = (small_disk / "state.json").read_bytes()
+        new = plugin.volume("new")
+
+        proc = docker("volume", "create", "-d", plugin.name, new, check=False)
+        assert proc.stderr.strip() == (
+            f"Error response from daemon: create {new}: VolumeDriver.Create: "
+            f'cannot create volume "{new}": {ENOSPC}'
+        )
+        proc = run(before, "cat /data/file", check=False)
+        assert proc.stderr.splitlines()[0] == (
+            "docker: Error response from daemon: error while mounting volume '': "
+            f'VolumeDriver.Mount: cannot mount volume "{before}": {ENOSPC}'
+        )
+        proc = docker("volume", "rm", before, check=False)
+        assert proc.stderr.strip() == (
+            f"Error response from daemon: remove {before}: VolumeDriver.Remove: "
+            f'cannot remove volume "{before}": {ENOSPC}'
+        )
+        tally.add("faults injected", 3)
+        assert (small_disk / "state.json").read_bytes() == state
+        assert consistent(plugin) == {before}
+        assert status(before)["mounts"] == 0
+
+        filler.unlink()
+        assert run(before, "cat /data/file").stdout == "kept\n"
+        docker("volume", "create", "-d", plugin.name, new)
+        docker("volume", "rm", before, new)
+        assert consistent(plugin) == set()
+
+
+LEGACY = """
+import sys
+from plugin import serve
+from reference.localvol import LocalVolumes
+
+data, socket, group = sys.argv[1:]
+serve(LocalVolumes(data + "/data", data + "/mnt", bind=False), path=socket, group=group)
+"""
+
+
+def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(tally: Tally) -> None:
+    """Not managed: a process a person starts, found by the daemon at
+    /run/docker/plugins/NAME.sock; its socket is 0660 with the group chosen."""
+    name = f"dpk-e2e-legacy-{uuid.uuid4().hex[:8]}"
+    socket = f"/run/docker/plugins/{name}.sock"
+    data = Path(f"/var/tmp/{name}")
+    try:
+        group = grp.getgrnam("docker")
+    except KeyError:
+        group = next(g for g in grp.getgrall() if g.gr_gid != 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEGACY, str(data), socket, group.gr_name],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    vol = f"legacy-{uuid.uuid4().hex[:8]}"
+    try:
+        wait_for("the legacy plugin to listen", lambda: os.path.exists(socket), 20)
+        st = os.stat(socket)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, group.gr_gid)
+        docker("volume", "create", "-d", name, vol)
+        assert run(vol, "echo legacy > /data/f; cat /data/f").stdout == "legacy\n"
+        # A legacy plugin answers host paths: the data is where it says.
+        info = json.loads(docker("volume", "inspect", vol).stdout)[0]
+        assert info["Driver"] == name
+        assert (data / "data" / "volumes" / vol / "f").read_text() == "legacy\n"
+        docker("volume", "rm", vol)
+    finally:
+        docker("volume", "rm", "-f", vol, check=False)
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+    assert proc.returncode == 0, err
+    assert not os.path.exists(socket)
+
+
+def test_the_built_reference_plugin_passes_strict(bundle: BuiltBundle) -> None:
+    from plugin.bundle.__main__ import main
+
+    out = io.StringIO()
+    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(bundle.path)]
+    assert main([*argv, "validate", "--strict"], out=out) == 0, out.getvalue()
+    assert "warning" not in out.getvalue()
+
+
+def test_daemon_restart_with_volumes_in_use(faults: Plugin, tally: Tally) -> None:
+    vol = faults.create_volume(prefix="inuse")
+    container = f"dpk-e2e-inuse-{uuid.uuid4().hex[:8]}"
+    # Stops at once on SIGTERM (PID 1 has no default action for it).
+    script = (
+        "trap 'exit 0' TERM; echo start >> /data/starts; "
+        "[ -f /data/file ] || echo kept > /data/file; sleep 86400 & wait"
+    )
+    docker("run", "-d", "--name", container, "--restart", "always", "-v", f"{vol}:/data",
+           TEST_IMAGE, "sh", "-c", script)  # fmt: skip
+    try:
+        wait_for("the container to start", lambda: status(vol)["mounts"] == 1)
+        start = time.monotonic()
+        engine_restart()
+        tally.add("faults injected")
+        running = wait_for(
+            "the container to come back",
+            lambda: (
+                docker("inspect", "-f", "{{.State.Running}}", container).stdout.strip() == "true"
+            ),
+            120,
+        )
+        assert running
+        tally.note(
+            f"daemon restart under a running container: back in {time.monotonic() - start:.1f} s"
+        )
+        assert docker("exec", container, "cat", "/data/file").stdout == "kept\n"
+        assert docker("exec", container, "cat", "/data/starts").stdout == "start\nstart\n"
+        assert status(vol)["mounts"] == 1
+        assert len(faults.state()["volumes"][vol]["mounts"]) == 1
+    finally:
+        docker("rm", "-f", container, check=False)
+    assert status(vol)["mounts"] == 0
+    assert faults.state()["volumes"][vol]["mounts"] == []
+    consistent(faults)
