@@ -102,15 +102,27 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
     if reqs.propagated_mount:
         needed.append(reqs.propagated_mount)
-    stamp = _export_stamp(project, image_id)
+    # What the slim probe runs: config.json as rendered (entrypoint[0] still
+    # as written, found on the image's PATH by the container).
+    probe_config = (
+        render_config(
+            project.root / "config.json.j2",
+            template_context(project, reqs, ImageFacts.from_inspect(attrs), None),
+        )
+        if project.slim
+        else None
+    )
+    stamp = _export_stamp(project, image_id, probe_config)
     stamp_file = bundle / STAMP
     if rootfs.is_dir() and _read_json(stamp_file) == stamp:
         with step("export the rootfs"):
-            report(f"{rootfs} is up to date (the image is unchanged since its export)")
+            report(f"{rootfs} is up to date (made from the same image, the same way)")
     else:
         stamp_file.unlink(missing_ok=True)
-        if project.slim:
-            _export_slim(project, client, image_id, attrs, drivers, rootfs, step, report)
+        if probe_config is not None:
+            _export_slim(
+                project, client, image_id, attrs, probe_config, drivers, rootfs, step, report
+            )
         else:
             with step("export the rootfs"), docker_errors("export the rootfs"):
                 exported = export_rootfs(client, image_id, rootfs, report)
@@ -136,15 +148,18 @@ STAMP = ".rootfs-stamp.json"
 TRACE = ".slim-trace.json"
 
 
-def _export_stamp(project: Project, image_id: str) -> dict[str, Any]:
+def _export_stamp(
+    project: Project, image_id: str, probe_config: dict[str, Any] | None
+) -> dict[str, Any]:
     stamp: dict[str, Any] = {"image": image_id, "slim": project.slim}
-    if project.slim:
-        # A change of the selection code re-selects.
+    if probe_config is not None:
+        # What the probe ran (entrypoint, environment, drivers) and the
+        # selection code: a change of either selects again.
         here = Path(__file__).parent
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(json.dumps([probe_config, project.drivers]).encode())
         for name in ("_slim.py", "_slim_probe.py"):
             digest.update((here / name).read_bytes())
-        stamp["slim_code"] = digest.hexdigest()[:16]
+        stamp["slim"] = digest.hexdigest()[:16]
     return stamp
 
 
@@ -160,17 +175,13 @@ def _export_slim(
     client: Any,
     image_id: str,
     attrs: dict[str, Any],
+    config: dict[str, Any],
     drivers: list[type[Driver]],
     rootfs: Path,
     step: Step,
     report: Report,
 ) -> None:
     """Trace the plugin in the image, export what it uses, check the result."""
-    # What the probe runs: config.json as rendered (entrypoint[0] still as
-    # written, found on the image's PATH by the container).
-    reqs = _requirements(drivers)
-    context = template_context(project, reqs, ImageFacts.from_inspect(attrs), None)
-    config = render_config(project.root / "config.json.j2", context)
     own = sorted({"plugin", *(spec.split(":")[0].split(".")[0] for spec in project.drivers)})
     with step("trace the plugin in the image"), docker_errors("trace the plugin"):
         args, traced, result = _slim.trace(client, image_id, config, drivers, own)

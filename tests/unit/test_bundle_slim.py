@@ -108,3 +108,21 @@ def test_the_probes_elf_reader_finds_what_the_interpreter_links(tmp_path: Path) 
     assert all(isinstance(n, str) and n for n in needed)
     with pytest.raises(ValueError, match="not ELF"):
         probe["_elf_needs"](str(PROBE), struct)
+
+
+def test_the_rootfs_is_exported_again_only_when_what_it_came_from_changes() -> None:
+    import dataclasses
+
+    from plugin.bundle._builder import _export_stamp
+    from plugin.bundle._project import load_project
+
+    project = load_project(Path(__file__).resolve().parents[2] / "plugin.toml")
+    config = {"entrypoint": ["python3", "-m", "plugin"], "env": []}
+    stamp = _export_stamp(project, "sha256:1", config)
+    assert stamp == _export_stamp(project, "sha256:1", dict(config))
+    assert stamp != _export_stamp(project, "sha256:2", config)
+    assert stamp != _export_stamp(project, "sha256:1", {**config, "env": [{"name": "X"}]})
+    other = dataclasses.replace(project, drivers=("other.mod:Driver",))
+    assert stamp != _export_stamp(other, "sha256:1", config)
+    unslimmed = dataclasses.replace(project, slim=False)
+    assert _export_stamp(unslimmed, "sha256:1", None) == {"image": "sha256:1", "slim": False}
