@@ -21,16 +21,13 @@ import signal
 import sys
 
 MARK = "@@dpk-slim-report@@"
-ARGS = json.loads(sys.argv[1])
+ARGS = {}  # from the command line, by main()
 opened = set()
 
 
 def _audit(event, args):
     if event in ("open", "ctypes.dlopen") and isinstance(args[0], (str, bytes)):
         opened.add(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
 
 
 # --- the client (a forked child: its imports stay out of the snapshot) -------------
@@ -196,6 +193,8 @@ def _log_a_traceback():
 
 
 def main():
+    ARGS.update(json.loads(sys.argv[1]))
+    sys.addaudithook(_audit)
     for d in ARGS["dirs"]:
         os.makedirs(d, exist_ok=True)
     if os.path.lexists(ARGS["socket"]):

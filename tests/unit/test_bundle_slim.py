@@ -98,8 +98,7 @@ def test_compare_names_what_the_slim_rootfs_does_differently() -> None:
 
 def test_the_probes_elf_reader_finds_what_the_interpreter_links(tmp_path: Path) -> None:
     # The probe is a script for the image's Python; load its functions here
-    # without running it.
-    sys.argv = ["probe", json.dumps({})]
+    # without running it (it installs its audit hook only when run).
     probe = runpy.run_path(str(PROBE), run_name="dpk_probe_under_test")
     import struct
 
