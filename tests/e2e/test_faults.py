@@ -75,9 +75,11 @@ def faults(bundle: BuiltBundle) -> Iterator[Plugin]:
         yield plugin
 
 
-def kill_at(plugin: Plugin, call: str, volume: str, command: list[str], tally: Tally) -> str:
+def kill_at(
+    plugin: Plugin, call: str, volume: str, command: list[str], tally: Tally
+) -> tuple[int, str]:
     """Run ``command``, SIGKILL the plugin once ``call`` of ``volume`` is half
-    done, wait for the daemon to restart it; the command's stderr."""
+    done, wait for the daemon to restart it; the command's status and stderr."""
     (plugin.data_dir / f"pause-{call}").write_text(volume)
     marker = plugin.data_dir / f"paused-{call}"
     cli = subprocess.Popen(
@@ -96,8 +98,7 @@ def kill_at(plugin: Plugin, call: str, volume: str, command: list[str], tally: T
             cli.kill()
     wait_for("the daemon to restart the plugin", lambda: plugin.pid() not in (None, pid))
     wait_for("the restarted plugin to listen", lambda: os.path.exists(plugin.socket()))
-    assert cli.returncode != 0
-    return err.strip()
+    return cli.returncode, err.strip()
 
 
 def test_kill_mid_create_lists_no_half_created_volume(faults: Plugin, tally: Tally) -> None:
@@ -105,15 +106,20 @@ def test_kill_mid_create_lists_no_half_created_volume(faults: Plugin, tally: Tal
     run(keep, "echo kept > /data/file")
     victim = faults.volume("victim")
     before = consistent(faults)
-    err = kill_at(faults, "create", victim, ["volume", "create", "-d", faults.name, victim], tally)
-    # The daemon retries the call on the restarted plugin (without its body).
-    assert err.startswith(f"Error response from daemon: create {victim}: VolumeDriver.Create: ")
-    # Start-up recovery removed the directory the create had made.
-    assert consistent(faults) == before
-    assert docker("volume", "inspect", victim, check=False).returncode != 0
+    command = ["volume", "create", "-d", faults.name, victim]
+    code, err = kill_at(faults, "create", victim, command, tally)
+    if code == 0:
+        # A daemon that retries the call whole on the restarted plugin: it
+        # lands, entirely (consistent() below checks state, disk and listing).
+        assert consistent(faults) == {*before, victim}
+    else:
+        # dockerd 20.10 retries it without its body, which fails.
+        assert err.startswith(f"Error response from daemon: create {victim}: VolumeDriver.Create:")
+        # Start-up recovery removed the directory the create had made.
+        assert consistent(faults) == before
+        assert docker("volume", "inspect", victim, check=False).returncode != 0
+        docker("volume", "create", "-d", faults.name, victim)  # the name is free
     assert run(keep, "cat /data/file").stdout == "kept\n"
-    # The name is free and works.
-    docker("volume", "create", "-d", faults.name, victim)
     assert run(victim, "echo ok > /data/f; cat /data/f").stdout == "ok\n"
 
 
@@ -121,10 +127,10 @@ def test_kill_mid_mount_loses_nothing(faults: Plugin, tally: Tally) -> None:
     vol = faults.create_volume(prefix="mnt")
     run(vol, "echo kept > /data/file")
     before = consistent(faults)
-    err = kill_at(
-        faults, "mount", vol, ["run", "--rm", "-v", f"{vol}:/data", TEST_IMAGE, "true"], tally
-    )
-    assert "VolumeDriver.Mount: " in err.splitlines()[0]
+    command = ["run", "--rm", "-v", f"{vol}:/data", TEST_IMAGE, "cat", "/data/file"]
+    code, err = kill_at(faults, "mount", vol, command, tally)
+    if code != 0:  # dockerd 20.10: the retried Mount comes without its body
+        assert "VolumeDriver.Mount: " in err.splitlines()[0]
     assert consistent(faults) == before
     # The mount that did not commit holds no reference.
     assert status(vol)["mounts"] == 0
@@ -174,7 +180,8 @@ def small_disk() -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-        path.rmdir()
+        if docker("info", check=False).returncode == 0:  # else see remove_plugin()
+            path.rmdir()
 
 
 def fill(path: Path) -> Path:

@@ -722,7 +722,7 @@ class Served:
 
     def alive(self) -> None:
         assert self.proc.poll() is None, f"the plugin exited {self.proc.returncode}"
-        answer = self.exchange(_http("/VolumeDriver.List", b"{}", b"Connection: close"))
+        answer = self.exchange(_http("/VolumeDriver.List", b"{}"), wait=10)
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["Volumes"] is not None
 
