@@ -375,7 +375,7 @@ async def _unreachable(request: Request) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(404, f"not implemented: {request.url.path}")
+    return error_response(404, f"not implemented: {request.scope['path']}")
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
@@ -392,5 +392,5 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    log.error("unhandled error on %s", request.scope["path"], exc_info=exc)
     return error_response(500, "unexpected error in the plugin (see its log)")

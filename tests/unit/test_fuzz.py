@@ -845,12 +845,6 @@ def test_raw_bytes_on_the_socket(served: Served, tally: Tally) -> None:
     assert served.proc.poll() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin/_app.py _not_found answers 'not implemented: {request.url.path}'; "
-    "without a Host header (HTTP/1.0) Starlette builds that URL from the server address, "
-    "so the socket's path shows in the 404 (use request.scope['path'])",
-)
 def test_a_404_without_a_host_header_does_not_show_the_socket_path(served: Served) -> None:
     raw = b"POST /nope HTTP/1.0\r\n\r\n"
     check_raw(raw, served.exchange(raw), served.path)
