@@ -91,6 +91,10 @@ DEFAULT_MODE = 0o755
 #: anyway (the removal is committed; the deletion goes on in the background and
 #: start-up recovery finishes it after a crash): the daemon gives Remove 1 min.
 PURGE_WAIT = 20.0
+#: How long a change waits for the one before it: less than the shortest
+#: per-call deadline (Remove and Unmount, 1 min), so that a stuck change makes
+#: the others fail clearly instead of piling up behind it.
+LOCK_WAIT = 45.0
 
 #: Test hook, off unless this variable is set to a non-empty value other than
 #: "0" when the driver is made (it is not in config.json: fault tests add it to
@@ -184,7 +188,7 @@ class LocalVolumes(VolumeDriver):
         name = req.name
         _check_name(name)
         options = _parse_options(req.options)
-        with self._lock:
+        with self._changing():
             existing = self._vols.get(name)
             if existing is not None:
                 if existing.options == options:
@@ -221,7 +225,7 @@ class LocalVolumes(VolumeDriver):
 
     def remove(self, req: RemoveRequest) -> None:
         name = req.name
-        with self._lock:
+        with self._changing():
             if name not in self._vols:
                 raise _no_such(name)
             vols = {k: v for k, v in self._vols.items() if k != name}
@@ -268,7 +272,7 @@ class LocalVolumes(VolumeDriver):
 
     def mount(self, req: MountRequest) -> MountResponse:
         name = req.name
-        with self._lock:
+        with self._changing():
             if name not in self._vols:
                 raise _no_such(name)
             held = self._refs.held(name)
@@ -291,7 +295,7 @@ class LocalVolumes(VolumeDriver):
 
     def unmount(self, req: UnmountRequest) -> None:
         name = req.name
-        with self._lock:
+        with self._changing():
             if name not in self._vols:
                 raise _no_such(name)
             held = self._refs.held(name)
@@ -346,6 +350,19 @@ class LocalVolumes(VolumeDriver):
 
     def _current_mountpoint(self, name: str) -> str | None:
         return self._mountpoint(name) if self._refs.count(name) else None
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """The lock every change holds, waited for LOCK_WAIT seconds at most."""
+        if not self._lock.acquire(timeout=LOCK_WAIT):
+            raise PluginError(
+                f"the plugin is busy: another change has been running for over {LOCK_WAIT:g} s "
+                "(see the plugin's log); try again"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @contextlib.contextmanager
     def _open(self, sub: str) -> Iterator[int]:

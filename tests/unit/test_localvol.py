@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -1099,6 +1100,16 @@ def test_remove_answers_while_a_huge_volume_is_still_being_deleted(
     assert os.listdir(data / "trash") == []
 
 
+@contextlib.contextmanager
+def _released(marker: Path) -> Iterator[None]:
+    """Whatever happens, a call paused by the test hook goes on (or the
+    process would wait for it at exit)."""
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
 class Impatient(LocalVolumes):
     """Answers Create after 0.3 s, as the SDK does 5 s before the daemon's deadline."""
 
@@ -1110,7 +1121,11 @@ def test_a_create_past_its_deadline_is_answered_with_a_timeout_and_still_lands(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(localvol.PAUSE_ENV, "1")
-    with PluginClient(Impatient(str(data), str(tmp_path / "mnt"), bind=False)) as client:
+    marker = data / "paused-create"
+    with (
+        PluginClient(Impatient(str(data), str(tmp_path / "mnt"), bind=False)) as client,
+        _released(marker),
+    ):
         (data / "pause-create").write_text("v\n")  # the test hook: one pause of Create v
         status, body = post(client, "Create", {"Name": "v"})
         assert status == 500
@@ -1118,7 +1133,6 @@ def test_a_create_past_its_deadline_is_answered_with_a_timeout_and_still_lands(
             "timed out after 0.3 s in the plugin (the daemon stops waiting at 120 s); the "
             "operation may still finish: check its result before retrying"
         )
-        marker = data / "paused-create"
         assert marker.read_text() == "v\n"
         assert not (data / "pause-create").exists()
         assert post(client, "Get", {"Name": "v"})[0] == 500  # not committed yet
@@ -1146,3 +1160,35 @@ def test_the_pause_hook_needs_its_variable_and_the_volumes_name(
         assert post(client, "Create", {"Name": "w"}) == (200, {})  # armed for v only
         assert post(client, "Mount", {"Name": "w", "ID": ID_A})[0] == 200
         assert not (data / "paused-create").exists() and not (data / "paused-mount").exists()
+
+
+def test_a_stuck_change_makes_the_others_fail_clearly(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(localvol.PAUSE_ENV, "1")
+    monkeypatch.setattr(localvol, "LOCK_WAIT", 0.2)
+    driver = LocalVolumes(str(data), str(tmp_path / "mnt"), bind=False)
+    (data / "pause-create").write_text("stuck")
+    stuck = threading.Thread(target=driver.create, args=(CreateRequest("stuck", {}),), daemon=True)
+    stuck.start()
+    marker = data / "paused-create"
+    try:
+        for _ in range(200):
+            if marker.exists():
+                break
+            threading.Event().wait(0.02)
+        busy = (
+            "the plugin is busy: another change has been running for over 0.2 s (see the "
+            "plugin's log); try again"
+        )
+        with PluginClient(driver) as client:
+            assert post(client, "Create", {"Name": "v"}) == (500, {"Err": busy})
+            assert post(client, "Remove", {"Name": "v"}) == (500, {"Err": busy})
+            # Readers take no lock.
+            assert post(client, "List", {}) == (200, {"Volumes": []})
+            marker.unlink()
+            stuck.join(10)
+            assert post(client, "Create", {"Name": "v"}) == (200, {})
+            assert [v["Name"] for v in post(client, "List", {})[1]["Volumes"]] == ["stuck", "v"]
+    finally:
+        marker.unlink(missing_ok=True)
