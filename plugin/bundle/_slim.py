@@ -6,10 +6,10 @@ call of its endpoint tables and the error paths (PluginError, 400, 404, 405,
 a traceback logged, a cut connection, malformed HTTP) through the socket,
 stops it with SIGTERM, and lists every file it used: modules, extension
 modules and shared libraries with their DT_NEEDED closure, files it opened,
-and the symlinks on the way. The export keeps those (Python modules as
-sourceless ``.pyc`` outside the plugin's own packages, which keep their
+and the symlinks on the way. The slim rootfs is those files (Python modules
+as sourceless ``.pyc`` outside the plugin's own packages, which keep their
 source), the directories above them and the ones the daemon mounts onto;
-the probe writes them as a tar in the container, so the image's 200 MB are
+the probe writes it as a tar in the container, so the image's filesystem is
 never exported.
 
 Then the slim rootfs is checked the same way: imported as an image, the
@@ -24,7 +24,7 @@ import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,6 @@ from .._driver import Driver, Endpoint
 from ._errors import BuildError
 
 __all__ = ["SlimResult", "check_slim", "compare", "probe_args", "probe_calls", "trace"]
-
-Report = Callable[[str], None]
 
 PROBE = Path(__file__).with_name("_slim_probe.py")
 MARK = "@@dpk-slim-report@@"
