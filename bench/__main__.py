@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--requests", type=int, default=3000, help="per round and server")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1800, help="per round and server")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=7, help="process starts timed per server")
     parser.add_argument("--site", help="a directory with httptools (bench/run installs it there)")

@@ -120,6 +120,9 @@ def bundle_figures(starts: int, bundle: Path = BUNDLE) -> None:
             if not line.split("|")[2].startswith("  ") and cumulative.isdigit():
                 roots.append((int(cumulative), name.strip()))
     roots.sort(reverse=True)
+    if not roots:
+        print("no -X importtime output (the traced start failed): imports not shown")
+        return
     print("slowest top-level imports (-X importtime, us cumulative; the socket is bound")
     print("after the driver is constructed, uvicorn and the app are imported after that):")
     for us, name in roots[:8]:
