@@ -9,13 +9,12 @@ import datetime
 import json
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TEST_IMAGE, BuiltBundle, Plugin, docker
+from .conftest import TEST_IMAGE, BuiltBundle, Plugin, docker, engine_restart
 
 pytestmark = pytest.mark.e2e
 
@@ -151,21 +150,10 @@ def test_settings_per_host_move_the_data(localvol: Plugin, tmp_path: Path) -> No
     assert "cannot set on an active plugin" in proc.stderr
 
 
-def _engine_restart() -> None:
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "engine"), "restart"], capture_output=True, text=True, timeout=240
-    )
-    if proc.returncode != 0:
-        message = f"cannot restart the daemon: {proc.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def test_daemon_restart_keeps_volumes_and_data(localvol: Plugin) -> None:
     vol = localvol.create_volume("mode=0700")
     run(vol, "echo survives > /data/file")
-    _engine_restart()
+    engine_restart()
     deadline = time.monotonic() + 60
     while True:
         info = json.loads(docker("plugin", "inspect", localvol.name).stdout)[0]
