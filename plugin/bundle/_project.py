@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class Project:
     entrypoint: tuple[str, ...] | None = None
     #: Keep only the files the plugin uses (see plugin/bundle/_slim.py).
     slim: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bundle_dir(self) -> Path:
