@@ -9,6 +9,7 @@ end-to-end tests never skip there.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -134,12 +135,46 @@ class Plugin:
         return name
 
 
+#: Several test sessions may share one daemon (pytest-xdist workers, people
+#: working side by side). Each holds this lock shared for its whole run; a
+#: test that restarts the daemon takes it exclusively, so it waits until no
+#: other session is using the daemon, and none starts meanwhile.
+DAEMON_LOCK = Path(os.environ.get("DPK_E2E_LOCK", "/run/dpk-e2e.lock"))
+_lock_fd: list[int] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _daemon_in_use() -> Iterator[None]:
+    fd = os.open(DAEMON_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _lock_fd.append(fd)
+    try:
+        yield
+    finally:
+        _lock_fd.remove(fd)
+        os.close(fd)
+
+
 def engine_restart() -> None:
-    """Restart the daemon (scripts/engine restart, 10-15 s); skipped where the
-    daemon is not ours to restart, except under CI."""
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "engine"), "restart"], capture_output=True, text=True, timeout=240
-    )
+    """Restart the daemon (scripts/engine restart, 10-15 s), once no other
+    test session uses it; skipped where the daemon is not ours to restart,
+    except under CI."""
+    fd = _lock_fd[0] if _lock_fd else None
+    if fd is not None:
+        # Give up this session's share first: two sessions both waiting for
+        # the exclusive lock while holding a share would wait for ever.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        proc = subprocess.run(
+            [str(ROOT / "scripts" / "engine"), "restart"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
     if proc.returncode != 0:
         message = f"cannot restart the daemon: {proc.stderr.strip()}"
         if os.environ.get("CI"):
