@@ -11,6 +11,8 @@ The runtime imports neither docker nor jinja2; the builder lives in
 ``plugin.bundle``.
 """
 
+__version__ = "0.1.0"
+
 from ._driver import Driver, Endpoint, method_name
 from ._serve import serve
 from .errors import BadRequest, PluginError
@@ -25,6 +27,7 @@ __all__ = [
     "Env",
     "Mount",
     "PluginError",
+    "__version__",
     "method_name",
     "serve",
 ]

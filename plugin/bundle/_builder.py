@@ -22,9 +22,12 @@ from ._config import (
     template_context,
     write_json,
 )
+from ._describe import describe_in_image, stand_ins
 from ._errors import BuildError, ConfigError
 from ._project import Project
 from ._rootfs import (
+    DRIVERS_FILE,
+    MissingOnHost,
     build_image,
     docker_errors,
     ensure_base_image,
@@ -65,13 +68,18 @@ def _requirements(drivers: list[type[Driver]]) -> Requirements:
 
 
 def render_bundle_config(
-    project: Project, image_attrs: dict[str, Any], rootfs: Path | None
+    project: Project,
+    image_attrs: dict[str, Any],
+    rootfs: Path | None,
+    drivers: list[type[Driver]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Render config.json for ``project`` and validate it; returns the config
     and its warnings, or raises ConfigError naming every bad field."""
-    reqs = _requirements(load_drivers(project))
+    if drivers is None:
+        drivers = load_drivers(project, rootfs.parent if rootfs is not None else None)
+    reqs = _requirements(drivers)
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
-    config = render_config(project.root / "config.json.j2", context)
+    config = render_config(project.template_path, context)
     warnings = check_config(config, rootfs)
     return config, warnings
 
@@ -79,21 +87,39 @@ def render_bundle_config(
 def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
     """Build the image, export its filesystem and render config.json into
     the project's bundle directory."""
+    bundle = project.bundle_dir
+    found: list[type[Driver]] | None = None
     with step("load the drivers"):
-        drivers = load_drivers(project)
-        reqs = _requirements(drivers)
-        report(", ".join(f"{d.__name__} ({d.capability})" for d in drivers))
+        try:
+            found = load_drivers(project)
+            (bundle / DRIVERS_FILE).unlink(missing_ok=True)
+            report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
+        except MissingOnHost as exc:
+            report(f"{exc.module} is not installed here: the drivers are read in the built image")
     with step("base image"), docker_errors("base image"):
         base = ensure_base_image(client, project, report)
         report(base)
     with step("wheelhouse"), docker_errors("wheelhouse"):
-        wheelhouse(client, project, base, report)
+        wheels = wheelhouse(client, project, base, report)
     with step("docker build"), docker_errors("docker build"):
-        image_id = build_image(client, project, base, report)
+        image_id = build_image(client, project, base, wheels, report)
         report(f"{project.image_tag} ({image_id[7:19]})")
-    bundle = project.bundle_dir
     rootfs = bundle / "rootfs"
     bundle.mkdir(parents=True, exist_ok=True)
+    if found is None:
+        with step("read the drivers in the image"), docker_errors("read the drivers"):
+            described = describe_in_image(client, image_id, project.python, list(project.drivers))
+            if "error" in described:
+                raise BuildError(
+                    f"plugin.drivers: cannot load {described['error']}, in the built image "
+                    "either (list the package that provides it in plugin.toml's [build] "
+                    "requirements)"
+                )
+            found = stand_ins(described)
+            write_json(bundle / DRIVERS_FILE, described)
+            report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
+    drivers = found
+    reqs = _requirements(drivers)
     stale = bundle / "config.json"
     if stale.exists():
         stale.unlink()  # never leave a config that does not match the rootfs
@@ -106,7 +132,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     # as written, found on the image's PATH by the container).
     probe_config = (
         render_config(
-            project.root / "config.json.j2",
+            project.template_path,
             template_context(project, reqs, ImageFacts.from_inspect(attrs), None),
         )
         if project.slim
@@ -130,7 +156,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         make_dirs(rootfs, needed, report)
         write_json(stamp_file, stamp)
     with step("render config.json"):
-        config, warnings = render_bundle_config(project, attrs, rootfs)
+        config, warnings = render_bundle_config(project, attrs, rootfs, drivers)
         write_json(bundle / "config.json", config)
         for warning in warnings:
             report(f"warning: {warning}")
@@ -182,7 +208,7 @@ def _export_slim(
     report: Report,
 ) -> None:
     """Trace the plugin in the image, export what it uses, check the result."""
-    own = sorted({"plugin", *(spec.split(":")[0].split(".")[0] for spec in project.drivers)})
+    own = sorted({"plugin", *project.own_packages})
     with step("trace the plugin in the image"), docker_errors("trace the plugin"):
         args, traced, result = _slim.trace(client, image_id, config, drivers, own)
         write_json(rootfs.parent / TRACE, traced)

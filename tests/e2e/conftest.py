@@ -77,7 +77,16 @@ def bundle(engine_ready: None) -> Iterator[BuiltBundle]:
     start = time.monotonic()
     # A private bundle: never the user's rootfs-build/, nor another run's.
     path = Path(f"/var/tmp/dpk-e2e-bundle-{uuid.uuid4().hex[:8]}")
-    code = main(["--project", str(ROOT / "plugin.toml"), "--bundle", str(path), "build"], out=out)
+    code = main(
+        [
+            "--project",
+            str(ROOT / "reference" / "localvol" / "plugin.toml"),
+            "--bundle",
+            str(path),
+            "build",
+        ],
+        out=out,
+    )
     seconds = time.monotonic() - start
     sys.stderr.write(out.getvalue())
     assert code == 0, f"build failed:\n{out.getvalue()}"

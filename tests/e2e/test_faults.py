@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from localvol.driver import PAUSE_ENV
 
-from reference.localvol import PAUSE_ENV
 from tests.unit.test_fuzz import RAW_CASES, _http, big_raw_cases, check_raw, raw_exchange
 
-from ..conftest import Tally
+from ..conftest import PYTHONPATH, Tally
 from .conftest import (
     ROOT,
     TEST_IMAGE,
@@ -236,7 +236,7 @@ def test_disk_full_fails_clearly_and_changes_nothing(
 LEGACY = """
 import sys
 from plugin import serve
-from reference.localvol import LocalVolumes
+from localvol.driver import LocalVolumes
 
 data, socket, group = sys.argv[1:]
 serve(LocalVolumes(data + "/data", data + "/mnt", bind=False), path=socket, group=group)
@@ -256,7 +256,7 @@ def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(tally: Tally) -> Non
     proc = subprocess.Popen(
         [sys.executable, "-c", LEGACY, str(data), socket, group.gr_name],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

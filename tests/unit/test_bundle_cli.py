@@ -25,6 +25,12 @@ socket = "t.sock"
 """
 
 
+NO_PROJECT = (
+    "error: plugin.toml: not found (a plugin project has a plugin.toml; "
+    "`docker-plugin-kit init DIR` writes one)"
+)
+
+
 def run(*argv: str) -> tuple[int, list[str]]:
     """Exit status and output lines, with step durations made N.N."""
     out = io.StringIO()
@@ -123,7 +129,7 @@ def test_a_missing_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     assert run("validate") == (
         1,
-        ["error: plugin.toml: not found (the project config; see README)"],
+        [NO_PROJECT],
     )
 
 
@@ -135,7 +141,10 @@ def test_a_missing_project_is_reported_before_the_daemon(
 
     monkeypatch.setattr(engine_module, "docker_client", no_daemon)
     monkeypatch.chdir(tmp_path)
-    assert run("enable") == (1, ["error: plugin.toml: not found (the project config; see README)"])
+    assert run("enable") == (
+        1,
+        [NO_PROJECT],
+    )
 
 
 # --- names and usage ----------------------------------------------------------------------

@@ -26,7 +26,6 @@ import base64
 import dataclasses
 import datetime
 import importlib
-import inspect
 import json
 import os
 import pkgutil
@@ -46,13 +45,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from localvol.driver import LocalVolumes
 
 import plugin
-import reference
 from plugin import Driver, Endpoint, PluginError
 from plugin._wire import MAX_BODY, Model
 from plugin.testing import PluginClient, Reply
-from reference.localvol import LocalVolumes
+
+from ..conftest import PYTHONPATH
 
 if typing.TYPE_CHECKING:
     from ..conftest import Tally
@@ -100,11 +100,14 @@ def driver_types() -> list[type[Driver]]:
 
 
 def reference_drivers() -> list[type[Driver]]:
-    _import_all(reference)
+    """Every driver the reference projects (reference/*/plugin.toml) serve."""
+    from plugin.bundle import load_project
+    from plugin.bundle._rootfs import load_drivers
+
     found = {
         cls
-        for cls in _subclasses(Driver)
-        if cls.__module__.startswith("reference.") and not inspect.isabstract(cls)
+        for toml in sorted(ROOT.glob("reference/*/plugin.toml"))
+        for cls in load_drivers(load_project(toml))
     }
     return sorted(found, key=lambda cls: cls.__name__)
 
@@ -767,7 +770,8 @@ def check_raw(raw: bytes, answer: bytes, socket_path: str) -> None:
 def served(scratch: Path) -> Iterator[Served]:
     sock_dir = tempfile.mkdtemp(prefix="dpk-", dir="/tmp")  # AF_UNIX paths are short
     path = os.path.join(sock_dir, "f.sock")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FUZZ_ROOT": str(scratch), "LOG_LEVEL": "warning"}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "FUZZ_ROOT": str(scratch)}
+    env["LOG_LEVEL"] = "warning"
     with open(scratch / "plugin.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "plugin", "--path", path, f"{__name__}:SocketVolumes"],
