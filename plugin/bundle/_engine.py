@@ -172,7 +172,7 @@ class Engine:
             with _engine_call(f"enable {name}"):
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
-            raise EngineError(f"{exc}{self._startup_hint(info)}") from None
+            raise EngineError(self._enable_failure(name, str(exc), info)) from None
 
     def disable(self, name: str, force: bool = False) -> None:
         name = normalize_name(name)
@@ -238,12 +238,32 @@ class Engine:
             else:
                 self.report(f"created the mount source {source} ({mount.get('Name')})")
 
-    def _startup_hint(self, info: Mapping[str, Any]) -> str:
+    def _enable_failure(self, name: str, error: str, info: Mapping[str, Any]) -> str:
+        """Why enable failed, from the plugin's own last output when the
+        daemon's log can be read here.
+
+        A plugin that exits at start (``plugin: cannot start: ...``, such as
+        a bad setting) makes the daemon run it once more, then fail enable
+        after its ~12 s of dial attempts with only ``dial unix ...: no such
+        file or directory``, and leave it disabled: the plugin's reason
+        leads then, with the plugin's name in the ``docker plugin set`` it
+        suggests."""
         plugin_id = info["Id"]
-        lines = _daemon_log_lines(plugin_id)
-        if lines:
-            return "\n  the plugin's last output:\n    " + "\n    ".join(lines)
-        return f"\n  the plugin's output is in the daemon's log: lines with plugin={plugin_id}"
+        lines = list(dict.fromkeys(_daemon_log_lines(plugin_id)))  # each start says it again
+        if not lines:
+            return (
+                f"{error}\n  the plugin's output is in the daemon's log: lines with "
+                f"plugin={plugin_id}"
+            )
+        reasons = [line[len(_CANNOT_START) :] for line in lines if line.startswith(_CANNOT_START)]
+        if reasons:
+            reason = reasons[-1].replace("docker plugin set PLUGIN ", f"docker plugin set {name} ")
+            daemon = error.partition(": ")[2] or error
+            return (
+                f"enable {name}: the plugin stopped at start: {reason}\n"
+                f"  (the daemon said: {daemon})"
+            )
+        return f"{error}\n  the plugin's last output:\n    " + "\n    ".join(lines)
 
 
 @dataclass(frozen=True)
@@ -339,6 +359,10 @@ def _users(info: Mapping[str, Any]) -> tuple[str, str]:
             return _USERS[capability]
     return ("things made with it", "them")
 
+
+#: How ``python -m plugin`` says it cannot start (a bad setting, a driver
+#: that cannot be made), on one line of its stderr.
+_CANNOT_START = "plugin: cannot start: "
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 

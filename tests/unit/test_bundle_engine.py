@@ -622,6 +622,29 @@ def test_an_enable_failure_shows_the_plugin_output(
     )
 
 
+def test_a_plugin_that_stops_at_start_leads_the_enable_error_with_its_reason(
+    engine: Engine, client: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the daemon logs when a plugin exits at start: it runs it twice
+    # (enable, then once more when it exits), then fails enable.
+    said = (
+        'bad setting SIZE=\\"16x\\": not a size; change it with docker plugin set PLUGIN SIZE=VALUE'
+    )
+    line = f'time="2024-05-01T12:00:01Z" level=error msg="plugin: cannot start: {said}"'
+    log = tmp_path / "dockerd.log"
+    log.write_text(f"{line} plugin={PLUGIN_ID}\n" * 2)
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(log))
+    client.api.add("acme/vol:latest")
+    client.api.enable_error = "dial unix /run/docker/plugins/x/t.sock: connect: no such file"
+    with pytest.raises(EngineError) as exc:
+        engine.enable("acme/vol")
+    assert str(exc.value) == (
+        'enable acme/vol:latest: the plugin stopped at start: bad setting SIZE="16x": not a '
+        "size; change it with docker plugin set acme/vol:latest SIZE=VALUE\n"
+        "  (the daemon said: dial unix /run/docker/plugins/x/t.sock: connect: no such file)"
+    )
+
+
 def test_an_enable_failure_without_a_log_says_where_to_look(
     engine: Engine, client: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
