@@ -4,7 +4,8 @@ cannot import the drivers (a dependency that is only in the rootfs).
 The image has the drivers, their dependencies (``build.requirements``, from
 the wheelhouse) and the kit's runtime, the same version as the builder. A
 short script there imports each driver and prints its declarations (mounts,
-env, capabilities, ... every public data attribute of the class); the
+env, capabilities, ... every public data attribute of the class; typed
+settings as the env entries they render); the
 builder then makes a stand-in class on the host: a subclass of the same base
 (``VolumeDriver``, ...) with those attributes. That is all the builder needs
 of a driver: what config.json says, and the calls of its type for the slim
@@ -67,6 +68,11 @@ for spec in sys.argv[1:]:
         encoded = encode(value)
         if encoded is not NotImplemented:
             attrs[name] = encoded
+    settings = getattr(cls, "settings", None)
+    if settings is not None:
+        # Typed settings (a class) travel as the env entries they render.
+        attrs["env"] = encode(tuple(cls.env) + tuple(settings.env()))
+        attrs["settings"] = None
     out.append({
         "spec": spec,
         "name": cls.__name__,

@@ -23,11 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import fancylib  # only in the plugin's rootfs
 
-from plugin import Env, Mount
+from plugin import Env, Mount, settings
 from plugin.volume import VolumeDriver
 
 
+class FancySettings(settings.Settings):
+    default_size = settings.size("64m", "size of a new volume")
+
+
 class Fancy(VolumeDriver):
+    settings = FancySettings
     mounts = (Mount("state", destination="/state", source="/var/lib/fancy"),)
     env = (Env("SPEED", fancylib.DEFAULT_SPEED, "how fast"),)
     propagated_mount = "/mnt/fancy"
@@ -100,7 +105,12 @@ def test_the_declarations_read_in_the_image_stand_in(project: Path, tmp_path: Pa
     assert (fancy.__name__, fancy.__module__, fancy.scope) == ("Fancy", "fancyvol.driver", "global")
     reqs = requirements([fancy])
     assert [(m.name, m.source) for m in reqs.mounts] == [("state", "/var/lib/fancy")]
-    assert [(e.name, e.value) for e in reqs.env] == [("SPEED", "11"), ("LOG_LEVEL", "info")]
+    assert [(e.name, e.value) for e in reqs.env] == [
+        ("SPEED", "11"),
+        ("DEFAULT_SIZE", "64m"),
+        ("LOG_LEVEL", "info"),
+    ]
+    assert reqs == requirements([_real(project, tmp_path)])
     assert reqs.propagated_mount == "/mnt/fancy"
     assert reqs.linux_capabilities == ("CAP_SYS_ADMIN",)
     # The slim probe drives the calls of the type, as for the real class.
