@@ -53,8 +53,10 @@ def kit(engine_ready: None) -> Iterator[Kit]:
     shutil.copytree(ROOT / "plugin", src / "plugin", ignore=shutil.ignore_patterns("__pycache__"))
     try:
         built = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(src), "-w",
-             str(work / "dist")],
+            # No build isolation: setuptools and wheel (a test dependency) are
+            # here; no index is needed.
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             str(src), "-w", str(work / "dist")],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert built.returncode == 0, built.stderr
