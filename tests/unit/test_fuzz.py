@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 
 import plugin
 import reference
-from plugin import Driver, Endpoint, PluginError
+from plugin import Driver, Endpoint, PluginError, ipam, network
 from plugin._wire import MAX_BODY, Model
 from plugin.testing import PluginClient, Reply
 from reference.localvol import LocalVolumes
@@ -115,8 +115,26 @@ REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
 }
 
 
+#: Response models whose fields have a form of their own (CIDR, a plain IP):
+#: a valid instance of each.
+SAMPLES: dict[type[Model], Callable[[], Model]] = {
+    ipam.RequestPoolResponse: lambda: ipam.RequestPoolResponse("pool-1", "10.9.0.0/24"),
+    ipam.RequestAddressResponse: lambda: ipam.RequestAddressResponse("10.9.0.5/24"),
+    network.JoinResponse: lambda: network.JoinResponse(
+        network.InterfaceName("veth0", "eth"),
+        gateway="10.9.0.1",
+        static_routes=[network.StaticRoute("10.8.0.0/16", next_hop="10.9.0.1")],
+    ),
+    network.CreateEndpointResponse: lambda: network.CreateEndpointResponse(
+        network.EndpointInterface(mac_address="02:42:0a:09:00:05")
+    ),
+}
+
+
 def sample(model: type[Model]) -> Model:
     """A valid instance of a response model: every required field filled."""
+    if model in SAMPLES:
+        return SAMPLES[model]()
     hints = typing.get_type_hints(model)
     kwargs = {
         f.name: _sample_value(hints[f.name])
@@ -473,9 +491,28 @@ def scratch() -> Iterator[Path]:
 def test_every_type_and_reference_driver_is_a_target() -> None:
     kinds = driver_types()
     assert kinds, "no driver type found in plugin.*"
-    assert "VolumeDriver" in {k.__name__ for k in kinds}
+    assert {"VolumeDriver", "NetworkDriver", "IpamDriver"} <= {k.__name__ for k in kinds}
     # A new reference driver needs a way to be made here.
     assert set(reference_drivers()) == set(REFERENCE_FACTORIES)
+
+
+@pytest.mark.parametrize("kind", driver_types(), ids=lambda k: k.__name__)
+def test_the_fakes_answer_every_call(kind: type[Driver]) -> None:
+    """Each fake answers a well-formed request with 200 and a response the
+    daemon can decode, so the fuzz cases reach the success path too."""
+    with PluginClient(fake_driver(kind, is_async=False)) as client:
+        for endpoint in kind.endpoints:
+            body = None
+            if endpoint.request is not None:
+                body = {
+                    f.metadata["wire"]: "x"
+                    for f in dataclasses.fields(endpoint.request)  # type: ignore[arg-type]
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                }
+            reply = client.post(f"/{kind.prefix}.{endpoint.name}", body)
+            assert reply.status == 200, (endpoint.name, reply.body)
+            if endpoint.response is not None:
+                endpoint.response.from_wire(reply.json)
 
 
 def _endpoint_params() -> list[tuple[str, str]]:
