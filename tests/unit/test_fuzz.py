@@ -51,8 +51,13 @@ import plugin
 import reference
 from plugin import Driver, Endpoint, PluginError, ipam, network
 from plugin._wire import MAX_BODY, Model
+from plugin.bundle import load_project
+from plugin.bundle._rootfs import load_drivers
 from plugin.testing import PluginClient, Reply
 from reference.localvol import LocalVolumes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reference" / "poolipam"))
+from poolipam import PoolIpam
 
 if typing.TYPE_CHECKING:
     from ..conftest import Tally
@@ -100,18 +105,23 @@ def driver_types() -> list[type[Driver]]:
 
 
 def reference_drivers() -> list[type[Driver]]:
+    """The drivers of the reference plugins: modules of the reference package,
+    and the drivers named by each reference/<name>/plugin.toml project."""
     _import_all(reference)
     found = {
         cls
         for cls in _subclasses(Driver)
         if cls.__module__.startswith("reference.") and not inspect.isabstract(cls)
     }
+    for toml in sorted((ROOT / "reference").glob("*/plugin.toml")):
+        found.update(load_drivers(load_project(toml)))
     return sorted(found, key=lambda cls: cls.__name__)
 
 
 #: How each reference driver is made in a scratch directory (without mounts).
 REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
     LocalVolumes: lambda root: LocalVolumes(str(root / "data"), str(root / "mnt"), bind=False),
+    PoolIpam: lambda root: PoolIpam(str(root / "data"), environ={}),
 }
 
 
@@ -290,9 +300,16 @@ def still_answers(client: PluginClient, target: Target) -> None:
 
 
 def consistent(target: Target, client: PluginClient) -> None:
-    """A reference volume driver's memory, state file and disk agree, and
-    nothing was written outside its directories."""
+    """A reference driver's memory, state file and disk agree, and nothing
+    was written outside its directories."""
     if target.root is None:
+        return
+    if isinstance(target.drivers[0], PoolIpam):
+        # What a restarted plugin would read is what the running one holds.
+        assert os.listdir(target.root) == ["data"]
+        assert sorted(os.listdir(target.root / "data")) == ["state.json"]
+        again = PoolIpam(str(target.root / "data"), environ={})
+        assert again._pools == target.drivers[0]._pools
         return
     assert sorted(os.listdir(target.root)) in (["data"], ["data", "mnt"])
     data = target.root / "data"
@@ -535,6 +552,11 @@ def fresh(name: str, scratch: Path) -> Target:
             client.call("VolumeDriver.Create", {"Name": "v1", "Opts": {"mode": "0700"}})
             client.call("VolumeDriver.Mount", {"Name": "v1", "ID": "a" * 64})
             client.call("VolumeDriver.Create", {"Name": "v2"})
+    if isinstance(target.drivers[0], PoolIpam):
+        with PluginClient(*target.drivers) as client:
+            pool = {"AddressSpace": "LocalDefault", "Pool": "10.9.0.0/24"}
+            pool_id = client.call("IpamDriver.RequestPool", pool)["PoolID"]
+            client.call("IpamDriver.RequestAddress", {"PoolID": pool_id})
     return target
 
 
