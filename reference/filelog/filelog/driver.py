@@ -169,17 +169,16 @@ class FileLogs(LogDriver):
             log.warning("%s: docker logs without the lines still waiting for the disk", store.dir)
         files, size, generation = store.snapshot()
         try:
-            batches = _stored(files, size)
-            if config.tail >= 0:
-                batches = iter(_tail(list(batches), config.tail))
+            batches = _stored(files, size) if config.tail < 0 else _tail(files, size, config.tail)
             for batch in batches:
                 kept, ended = _between(batch, since, until)
                 if kept.count:
                     yield kept
                 if ended:
                     return
-            current = files[-1]
             if config.follow:
+                current = files[-1]
+                current.seek(size)  # what was there at the snapshot has been sent
                 yield from self._follow(store, current, generation, until)
         finally:
             for f in files:
@@ -250,16 +249,18 @@ def _stored(files: list[IO[bytes]], current_size: int) -> Iterator[LogBatch]:
     yield from read_batches(files[-1], current_size)
 
 
-def _tail(batches: list[LogBatch], n: int) -> list[LogBatch]:
-    """The batches holding the last ``n`` entries."""
-    out: list[LogBatch] = []
-    for batch in reversed(batches):
+def _tail(files: list[IO[bytes]], current_size: int, n: int) -> Iterator[LogBatch]:
+    """The last ``n`` entries, reading files from the newest back only as
+    far as needed (the current file is read, up to ``current_size``, first)."""
+    picked: list[LogBatch] = []
+    for i in range(len(files) - 1, -1, -1):
         if n <= 0:
             break
-        part = batch.tail(n)
-        out.append(part)
+        data = files[i].read(current_size) if i == len(files) - 1 else files[i].read()
+        part = LogBatch.take(data)[0].tail(n)
+        picked.append(part)
         n -= part.count
-    return out[::-1]
+    yield from reversed(picked)
 
 
 def _between(batch: LogBatch, since: int | None, until: int | None) -> tuple[LogBatch, bool]:

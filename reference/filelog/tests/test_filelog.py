@@ -17,6 +17,7 @@ from filelog.driver import FileLogs
 from filelog.options import Options
 
 from plugin.logging import (
+    LogBatch,
     LogEntry,
     PartialMetadata,
     ReadLogsRequest,
@@ -283,6 +284,26 @@ def test_follow_until_the_container_stops(
     container.stop()
     assert done.wait(10)
     assert got == entries(305)[3:]
+
+
+def test_follow_from_the_end(client: PluginClient, driver: FileLogs, tmp_path: Path) -> None:
+    container = Container(client, tmp_path)
+    container.write(entries(5))
+    _wait_written(driver, 5)
+    req = ReadLogsRequest.from_wire(
+        {"Info": {"ContainerID": CID}, "Config": {"Tail": 0, "Follow": True}}
+    )
+    items: list[LogBatch | None] = []
+    reader = threading.Thread(target=lambda: items.extend(driver.read_logs(req)), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while None not in items:  # a heartbeat: it read what there was, and waits
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    container.write(entries(1, start=5))
+    container.stop()
+    reader.join(10)
+    assert [e for item in items if item is not None for e in item] == entries(1, start=5)
 
 
 def test_logs_of_a_stopped_container_and_a_restart(client: PluginClient, tmp_path: Path) -> None:
