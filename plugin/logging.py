@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import fcntl
 import inspect
 import logging
 import os
@@ -384,8 +385,11 @@ class Reassembler:
 
 # --- streams ------------------------------------------------------------------------
 
-#: How much one read takes from a FIFO (a pipe holds 64 KiB unless resized).
+#: How much one read takes from a FIFO.
 READ_SIZE = 1 << 20
+#: The FIFO's buffer, asked for at StartLogging (Linux caps it at
+#: /proc/sys/fs/pipe-max-size, 1 MiB by default).
+PIPE_SIZE = 1 << 20
 
 
 class LogStream:
@@ -453,6 +457,10 @@ class LogStream:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.close(fd)
             raise PluginError(f"cannot log to {self.file}: not a FIFO")
+        # A larger pipe (the daemon leaves it at 64 KiB) lets the container
+        # run ahead while this thread is busy, and each read take more.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._fd = fd
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 

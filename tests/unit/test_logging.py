@@ -555,3 +555,12 @@ def test_a_line_over_the_cap_is_handed_on_in_pieces() -> None:
     assert r.pending_bytes == 0
     with pytest.raises(ValueError, match=r"^max_line must be at least 1$"):
         Reassembler(0)
+
+
+def test_the_fifo_is_enlarged(fifo: Fifo) -> None:
+    import fcntl
+
+    with PluginClient(Collect()) as client:
+        start(client, fifo)
+        assert fcntl.fcntl(fifo.fd, fcntl.F_GETPIPE_SZ) == 1 << 20
+        stop(client, fifo)
