@@ -8,7 +8,8 @@ Install it, then log with it::
     docker plugin install --alias filelog IMAGE logs.source=/srv/logs
     docker run --log-driver filelog --log-opt max-size=10m --log-opt max-file=3 IMAGE
 
-Options (``--log-opt``; the defaults per host with ``docker plugin set``):
+Options (``--log-opt``; the defaults per host with ``docker plugin set``,
+``FileLogSettings``):
 
 ============== ======================= =====================================
 option         host default (env)      meaning
@@ -39,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from plugin import Env, Mount, PluginError
+from plugin import Mount, PluginError, settings
 from plugin.logging import (
     LogBatch,
     LogDriver,
@@ -52,7 +53,7 @@ from plugin.logging import (
 from .options import Options
 from .store import ContainerLog, read_batches
 
-__all__ = ["LOGS", "FileLogs"]
+__all__ = ["LOGS", "FileLogSettings", "FileLogs"]
 
 log = logging.getLogger("filelog")
 
@@ -63,14 +64,21 @@ LOGS = Mount(
     description="host directory holding the containers' logs (docker plugin set PLUGIN "
     "logs.source=/path)",
 )
-MAX_SIZE = Env("MAX_SIZE", "20m", "default max-size: a file is rotated at this size")
-MAX_FILE = Env("MAX_FILE", "5", "default max-file: files kept per container, the current one too")
-COMPRESS = Env("COMPRESS", "true", "default compress: gzip the rotated files")
-BUFFER_SIZE = Env(
-    "BUFFER_SIZE",
-    "8m",
-    "default buffer-size: log held in memory while the disk is slow, then new lines are dropped",
-)
+
+
+class FileLogSettings(settings.Settings):
+    """The per-host defaults of the options (``docker plugin set``)."""
+
+    max_size = settings.size("20m", "default max-size: a file is rotated at this size")
+    max_file = settings.integer(
+        5, "default max-file: files kept per container, the current one too", minimum=1, maximum=100
+    )
+    compress = settings.boolean(True, "default compress: gzip the rotated files")
+    buffer_size = settings.size(
+        "8m", "default buffer-size: log held in memory while the disk is slow"
+    )
+
+
 #: Test hook: when set (not in config.json), a file ``<logs>/pause-writes``
 #: holds every write while it exists, standing for a disk that hangs.
 PAUSE_ENV = "FILELOG_TEST_PAUSE"
@@ -89,11 +97,11 @@ class FileLogs(LogDriver):
     """
 
     mounts = (LOGS,)
-    env = (MAX_SIZE, MAX_FILE, COMPRESS, BUFFER_SIZE)
+    settings = FileLogSettings
 
     def __init__(self, root: str | None = None, defaults: Options | None = None) -> None:
         self.root = Path(root or LOGS.destination)
-        self.defaults = defaults or _host_defaults()
+        self.defaults = defaults or _host_defaults(FileLogSettings.from_env())
         self.pause_file = (
             self.root / "pause-writes" if os.environ.get(PAUSE_ENV, "") not in ("", "0") else None
         )
@@ -229,18 +237,22 @@ class _State:
         self.lines = lines
 
 
-def _host_defaults() -> Options:
-    values = {
-        "max-size": MAX_SIZE.get() or "",
-        "max-file": MAX_FILE.get() or "",
-        "compress": COMPRESS.get() or "",
-        "buffer-size": BUFFER_SIZE.get() or "",
+def _host_defaults(values: FileLogSettings) -> Options:
+    """The settings as options, held to the same minimums."""
+    given = {
+        "max-size": str(values.max_size),
+        "max-file": str(values.max_file),
+        "compress": str(values.compress).lower(),
+        "buffer-size": str(values.buffer_size),
     }
     try:
-        return Options().with_options(values)
+        return Options().with_options(given)
     except ValueError as exc:
         # A ValueError: python -m plugin prints it as one line in the daemon's log.
-        raise ValueError(f"the plugin's settings: {exc} (docker plugin set PLUGIN ...)") from None
+        setting = str(exc).split("=", 1)[0].rsplit(" ", 1)[-1].replace("-", "_").upper()
+        raise ValueError(
+            f"bad setting {setting}: {exc}; change it with docker plugin set PLUGIN {setting}=VALUE"
+        ) from None
 
 
 def _stored(files: list[IO[bytes]], current_size: int) -> Iterator[LogBatch]:

@@ -143,9 +143,22 @@ def test_host_defaults_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ValueError) as err:
         FileLogs("/nonexistent")
     assert str(err.value) == (
-        "the plugin's settings: invalid log opt max-file='many': a whole number from 1 to 100 "
-        "(docker plugin set PLUGIN ...)"
+        'bad setting MAX_FILE="many": not an integer from 1 to 100; change it with '
+        "docker plugin set PLUGIN MAX_FILE=VALUE"
     )
+    monkeypatch.setenv("MAX_FILE", "2")
+    monkeypatch.setenv("BUFFER_SIZE", "1k")
+    with pytest.raises(ValueError) as err:
+        FileLogs("/nonexistent")
+    assert str(err.value) == (
+        "bad setting BUFFER_SIZE: invalid log opt buffer-size='1024': at least 64k; change it "
+        "with docker plugin set PLUGIN BUFFER_SIZE=VALUE"
+    )
+
+
+def test_settings_are_declared_for_config_json() -> None:
+    env = {e.name: e.value for e in FileLogs.settings.env()}  # type: ignore[union-attr]
+    assert env == {"MAX_SIZE": "20m", "MAX_FILE": "5", "COMPRESS": "true", "BUFFER_SIZE": "8m"}
 
 
 # --- writing and reading --------------------------------------------------------------

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import time
 
-from plugin import Env, PluginError
+from plugin import PluginError, settings
 from plugin.metrics import (
     METRICS_SOCKET,
     DaemonMetricsError,
@@ -32,17 +33,22 @@ from plugin.metrics import (
     read_daemon_metrics_async,
 )
 
-__all__ = ["ADDRESS", "PORT", "MetricsExport"]
+__all__ = ["ExportSettings", "MetricsExport"]
 
 log = logging.getLogger("metricsexport")
 
-PORT = Env("PORT", "9324", "TCP port the metrics are served on")
-ADDRESS = Env(
-    "ADDRESS",
-    "127.0.0.1",
-    "address the metrics are served on: 127.0.0.1 is this host only; 0.0.0.0 exposes the "
-    "(unauthenticated) metrics to the network",
-)
+
+class ExportSettings(settings.Settings):
+    """Where the metrics are served (``docker plugin set``)."""
+
+    port = settings.integer(9324, "TCP port the metrics are served on", minimum=1, maximum=65535)
+    address = settings.string(
+        "127.0.0.1",
+        "IP address the metrics are served on: 127.0.0.1 is this host only; 0.0.0.0 exposes "
+        "the (unauthenticated) metrics to the network",
+    )
+
+
 #: Seconds a client gets to send its request.
 REQUEST_TIMEOUT = 10.0
 MAX_REQUEST = 8192
@@ -56,13 +62,14 @@ class MetricsExport(MetricsCollector):
     """
 
     network = "host"  # its port is the host's
-    env = (PORT, ADDRESS)
+    settings = ExportSettings
 
     def __init__(
         self, address: str | None = None, port: int | None = None, socket: str = METRICS_SOCKET
     ) -> None:
-        self.address = address if address is not None else _address(ADDRESS.get() or "")
-        self.port = port if port is not None else _port(PORT.get() or "")
+        values = ExportSettings.from_env()
+        self.address = _address(values.address) if address is None else address
+        self.port = values.port if port is None else port
         self.socket = socket
         self.scrapes = 0
         self.errors = 0
@@ -179,20 +186,13 @@ _REASONS = {
 }
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(
-            f"PORT={text!r}: a TCP port from 1 to 65535 (docker plugin set PLUGIN PORT=9324)"
-        )
-    return int(text)
-
-
 def _address(text: str) -> str:
     try:
         ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(
-            f"ADDRESS={text!r}: an IP address, e.g. 127.0.0.1 (this host only) or 0.0.0.0 "
-            "(every interface)"
+            f"bad setting ADDRESS={json.dumps(text[:64])}: not an IP address (127.0.0.1: this "
+            "host only, 0.0.0.0: every interface); change it with docker plugin set PLUGIN "
+            "ADDRESS=VALUE"
         ) from None
     return text

@@ -126,17 +126,17 @@ def test_loopback_by_default_and_exposing_is_explicit(
 @pytest.mark.parametrize(
     ("name", "value", "error"),
     [
-        ("PORT", "0", "PORT='0': a TCP port from 1 to 65535 (docker plugin set PLUGIN PORT=9324)"),
         (
             "PORT",
-            "http",
-            "PORT='http': a TCP port from 1 to 65535 (docker plugin set PLUGIN PORT=9324)",
+            "0",
+            'bad setting PORT="0": not an integer from 1 to 65535; change it with docker plugin '
+            "set PLUGIN PORT=VALUE",
         ),
         (
             "ADDRESS",
             "localhost",
-            "ADDRESS='localhost': an IP address, e.g. 127.0.0.1 (this host only) or 0.0.0.0 "
-            "(every interface)",
+            'bad setting ADDRESS="localhost": not an IP address (127.0.0.1: this host only, '
+            "0.0.0.0: every interface); change it with docker plugin set PLUGIN ADDRESS=VALUE",
         ),
     ],
 )
