@@ -37,6 +37,7 @@ __all__ = [
     "decode_frames",
     "encode_entries",
     "encode_entry",
+    "terminate_lines",
     "walk_frames",
 ]
 
@@ -359,6 +360,58 @@ _HIGH_BITS = 0x8080808080808080
 # A 9-byte varint, little-endian: the high bit set on bytes 0-7, clear on byte 8.
 _TIME_HIGH_BITS = 0x808080808080808080
 _TIME_HIGH_BITS_SET = 0x008080808080808080
+
+
+def ends_line(entry: LogEntry) -> bool:
+    """Whether ``entry`` ends a line: it is whole, or the last fragment."""
+    if not entry.partial:
+        return True
+    meta = entry.partial_metadata
+    return meta is not None and meta.last
+
+
+def terminate_lines(raw: bytes) -> bytes:
+    """Framed entries as ``ReadLogs`` sends them: the daemon prints each
+    entry's line as it is, so an entry that ends a line gets its ``\n``
+    back (the FIFO's lines come without it). Fragments of a longer line
+    stay as they are, and the daemon's output joins them."""
+    out: list[bytes] = []
+    append = out.append
+    p = 0
+    size = len(raw)
+    while p + 4 <= size:
+        n = int.from_bytes(raw[p : p + 4], "big")
+        a = p + 4
+        q = a + n
+        if q > size:
+            raise FrameError(f"truncated frame at offset {p}")
+        # The daemon's layout with a line under 127 bytes: one more byte.
+        if (
+            n >= 20
+            and raw[a] == 0x0A
+            and raw[a + 1] == 6
+            and raw[a + 8] == 0x10
+            and raw[a + 18] == 0x1A
+            and raw[a + 19] < 0x7F
+            and a + 20 + raw[a + 19] == q
+        ):
+            append((n + 1).to_bytes(4, "big"))
+            append(raw[a : a + 19])
+            append(_LENGTHS[raw[a + 19] + 1])
+            append(raw[a + 20 : q])
+            append(b"\n")
+        else:
+            entry = decode_entry(raw, a, q)
+            if ends_line(entry):
+                entry.line += b"\n"
+            append(encode_entry(entry))
+        p = q
+    if p != size:
+        raise FrameError(f"truncated frame at offset {p}")
+    return b"".join(out)
+
+
+_LENGTHS = [bytes((i,)) for i in range(128)]
 
 
 # --- encoding ---------------------------------------------------------------------

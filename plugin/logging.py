@@ -46,6 +46,8 @@ from ._logwire import (
     decode_frames,
     encode_entries,
     encode_entry,
+    ends_line,
+    terminate_lines,
     walk_frames,
 )
 from ._wire import Model, wire
@@ -546,8 +548,10 @@ class LogDriver(Driver):
     ``PluginError`` to refuse the container's start with that message) and
     sets ``stream.state``; ``on_stop(stream)`` runs after the last entry.
     ``read_logs(req)`` (optional) serves ``docker logs``: return an
-    iterable or async iterable of ``LogEntry`` or ``LogBatch``; with
-    ``req.config.follow`` each item is flushed to the daemon at once, and
+    iterable or async iterable of ``LogEntry`` or ``LogBatch``, lines as
+    they came from the FIFO (the SDK adds the newline the daemon prints
+    after each line, not after a fragment of one); items that come slowly
+    (``req.config.follow``) are flushed to the daemon one by one, and
     yielding ``None`` lets the SDK notice a reader that went away (the
     iterator is then closed). A plain iterator runs on its own thread.
     """
@@ -732,11 +736,17 @@ async def _wait(task: asyncio.Task[None]) -> None:
     await task
 
 
-def encode_item(item: LogEntry | LogBatch | bytes | None) -> bytes:
-    """What one item of ``read_logs`` is on the wire."""
+def encode_item(item: LogEntry | LogBatch | None) -> bytes:
+    """What one item of ``read_logs`` is on the wire. The daemon prints
+    each entry's line as it is: an entry that ends a line gets its newline
+    (lines come from the FIFO without one)."""
     if isinstance(item, LogBatch):
-        return item.raw
+        return terminate_lines(item.raw)
     if isinstance(item, LogEntry):
+        if ends_line(item):
+            item = LogEntry(
+                item.source, item.time_nano, item.line + b"\n", item.partial, item.partial_metadata
+            )
         return encode_entry(item)
     if item is None:
         return b""

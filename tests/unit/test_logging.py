@@ -358,13 +358,25 @@ def test_the_writer_closing_ends_the_stream(tmp_path: Path) -> None:
 # --- ReadLogs -------------------------------------------------------------------------
 
 
+def unterminated(entries: list[LogEntry]) -> list[LogEntry]:
+    """ReadLogs' entries as they came from the FIFO: every entry that ends a
+    line has its newline, which is taken off."""
+    out = []
+    for e in entries:
+        if not e.partial or (e.partial_metadata is not None and e.partial_metadata.last):
+            assert e.line.endswith(b"\n"), e
+            e = LogEntry(e.source, e.time_nano, e.line[:-1], e.partial, e.partial_metadata)
+        out.append(e)
+    return out
+
+
 def read(client: PluginClient, **config: Any) -> tuple[int, list[LogEntry] | Any]:
     reply = client.post("/LogDriver.ReadLogs", {"Info": INFO, "Config": {**ALL, **config}})
     if reply.status != 200:
         return reply.status, reply.json
     entries, end = decode_frames(reply.body)
     assert end == len(reply.body)
-    return reply.status, entries
+    return reply.status, unterminated(entries)
 
 
 def test_read_logs_from_a_generator_on_its_own_thread() -> None:
@@ -470,7 +482,7 @@ def test_a_follow_stream_is_flushed_per_entry_and_closed_when_the_reader_leaves(
 
     client._loop.run_until_complete(run())
     client.close()
-    assert [decode_frames(b)[0] for b in bodies] == [
+    assert [unterminated(decode_frames(b)[0]) for b in bodies] == [
         [LogEntry("stdout", 1, b"first")],
         [LogEntry("stdout", 2, b"second")],
     ]
@@ -564,3 +576,34 @@ def test_the_fifo_is_enlarged(fifo: Fifo) -> None:
         start(client, fifo)
         assert fcntl.fcntl(fifo.fd, fcntl.F_GETPIPE_SZ) == 1 << 20
         stop(client, fifo)
+
+
+def test_read_logs_ends_each_line_with_a_newline() -> None:
+    """The daemon prints each entry's line as it is; fragments of a long
+    line stay without one, so the output joins them."""
+    sent = [
+        LogEntry("stdout", 1, b"short"),
+        LogEntry("stdout", 2, b"x" * 300),
+        LogEntry("stderr", 3, b"part1", True, PartialMetadata(False, "i", 1)),
+        LogEntry("stderr", 3, b"part2", True, PartialMetadata(True, "i", 2)),
+        LogEntry("stdout", 4, b"cut", True),  # no metadata: the line goes on
+        LogEntry("stdout", 4, b"", True, PartialMetadata()),
+    ]
+
+    class Both(Collect):
+        def read_logs(self, req: ReadLogsRequest) -> Iterator[LogEntry | LogBatch]:
+            yield from sent
+            yield LogBatch.of(sent)
+
+    with PluginClient(Both()) as client:
+        reply = client.post("/LogDriver.ReadLogs", {"Info": INFO, "Config": ALL})
+    got = [(e.source, e.line) for e in decode_frames(reply.body)[0]]
+    expected = [
+        ("stdout", b"short\n"),
+        ("stdout", b"x" * 300 + b"\n"),
+        ("stderr", b"part1"),
+        ("stderr", b"part2\n"),
+        ("stdout", b"cut"),
+        ("stdout", b""),
+    ]
+    assert got == expected * 2

@@ -15,6 +15,7 @@ from plugin._logwire import (
     decode_frames,
     encode_entries,
     encode_entry,
+    terminate_lines,
     walk_frames,
 )
 
@@ -204,3 +205,25 @@ def test_garbage_is_refused_or_decoded_never_crashes(raw: bytes) -> None:
         return
     assert 0 <= end <= len(raw)
     assert walk_frames(raw, max_frame=1000)[:2] == (end, len(entries))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ENTRIES, max_size=8))
+def test_terminated_lines(entries: list[LogEntry]) -> None:
+    """What ReadLogs sends: a newline after each entry that ends a line."""
+    expected = []
+    for e in entries:
+        ends = not e.partial or (e.partial_metadata is not None and e.partial_metadata.last)
+        line = e.line + b"\n" if ends else e.line
+        expected.append(LogEntry(e.source, e.time_nano, line, e.partial, e.partial_metadata))
+    raw = terminate_lines(encode_entries(entries))
+    assert decode_frames(raw) == (expected, len(raw))
+
+
+def test_terminated_lines_of_the_daemons_layout() -> None:
+    for n in (0, 1, 126, 127, 128, 300):
+        entry = LogEntry("stdout", 1700000000123456789, b"y" * n)
+        raw = terminate_lines(encode_entry(entry))
+        assert raw == encode_entry(LogEntry("stdout", 1700000000123456789, b"y" * n + b"\n"))
+    with pytest.raises(FrameError, match=r"^truncated frame at offset 0$"):
+        terminate_lines(VECTOR_1[:-1])

@@ -63,6 +63,7 @@ class ContainerLog:
         self._writer: threading.Thread | None = None
         #: Writer threads past their last write, closing up.
         self._ending = 0
+        self._compressor: threading.Thread | None = None
         self._last_warning = 0.0
         self.dir.mkdir(parents=True, exist_ok=True)
         self._recover()
@@ -113,7 +114,9 @@ class ContainerLog:
         buffer is full: the entries are dropped and counted."""
         with self.cond:
             self.received += count
-            if self.queued_bytes + len(raw) > self.options.buffer_size:
+            # A batch always fits an empty buffer (a read is at most the
+            # FIFO's size): the buffer bounds what waits behind the disk.
+            if self.queued_bytes and self.queued_bytes + len(raw) > self.options.buffer_size:
                 self.dropped += count
                 now = time.monotonic()
                 if now - self._last_warning > WARN_EVERY:
@@ -178,6 +181,7 @@ class ContainerLog:
         finally:
             if f is not None:
                 f.close()
+            self._wait_compressed()
             self._save_counters()
             with self.cond:
                 self._ending -= 1
@@ -189,6 +193,9 @@ class ContainerLog:
             time.sleep(0.05)
 
     def _rotate(self) -> None:
+        # One compression at a time, never under a rename: they are rare
+        # (a file fills far slower than it is compressed).
+        self._wait_compressed()
         keep = self.options.max_file - 1
         with self.cond:
             if keep == 0:
@@ -214,9 +221,27 @@ class ContainerLog:
             self.generation += 1
             self.cond.notify_all()
         if keep and self.options.compress:
-            self._compress(self._path(f"{CURRENT}.1"))
+            # On a thread of its own: the writer goes on meanwhile.
+            self._compressor = threading.Thread(
+                target=self._compress,
+                args=(self._path(f"{CURRENT}.1"),),
+                name=f"gzip {self.dir.name[:12]}",
+                daemon=True,
+            )
+            self._compressor.start()
+
+    def _wait_compressed(self) -> None:
+        if self._compressor is not None:
+            self._compressor.join()
+            self._compressor = None
 
     def _compress(self, path: Path) -> None:
+        try:
+            self._gzip(path)
+        except OSError as exc:
+            log.error("%s: cannot compress: %s (kept uncompressed)", path, exc)
+
+    def _gzip(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".gz.tmp")
         with open(path, "rb") as src, open(tmp, "wb") as raw:
             with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
