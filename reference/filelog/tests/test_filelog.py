@@ -409,7 +409,8 @@ def test_a_hung_disk_never_blocks_the_container(
         assert counters["written"] + counters["dropped"] == 100_000
         assert counters["written"] > 0
         got = read(client)
-    # What was kept is the first lines, whole and in order.
-    assert got == sent[: len(got)] and len(got) == counters["written"]
+    # What was kept is whole lines, in order, each once (the drops leave gaps).
+    assert [e for e in sent if e in got] == got and len(got) == counters["written"]
+    assert got[0] == sent[0]
     saved = json.loads((root / CID / "counters.json").read_text())
     assert saved == counters
