@@ -351,14 +351,25 @@ def test_docker_stop_returns_when_the_disk_hangs(filelog: Instance) -> None:
 
 
 def test_the_plugin_killed_mid_stream_keeps_what_it_was_handed(filelog: Instance) -> None:
-    container = filelog.run(TEST_IMAGE, "sh", "-c", "seq 1 20000; sleep 600")
+    """Killed (SIGKILL) while a container logs: what it had stored is kept,
+    and the restarted plugin reads the container's FIFO again, so what the
+    container prints afterwards is logged too, each line once."""
+    script = (
+        "seq 1 20000; while [ ! -e /tmp/more ]; do sleep 0.05; done; seq 20001 30000; sleep 600"
+    )
+    container = filelog.run(TEST_IMAGE, "sh", "-c", script)
     wait_for("20000 lines", lambda: len(logs(container)[0]) == 20_000, 60)
     pid = filelog.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_for("the plugin to restart", lambda: filelog.pid() not in (None, pid), 60)
     assert logs(container)[0] == [str(i) for i in range(1, 20_001)]
+    docker("exec", container, "touch", "/tmp/more")
+    wait_for("30000 lines", lambda: len(logs(container)[0]) >= 30_000, 60)
+    assert logs(container)[0] == [str(i) for i in range(1, 30_001)]
+    start = time.monotonic()
     docker("rm", "-f", container)
+    assert time.monotonic() - start < 10
     # New containers log as before.
     after = filelog.run(TEST_IMAGE, "seq", "1", "5")
     docker("wait", after)
