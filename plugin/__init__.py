@@ -7,6 +7,17 @@ Write one driver class per plugin type and serve it::
 
     serve(MyVolumes(), socket="myvol.sock")
 
+Request and response models are dataclasses of ``Model`` whose fields carry
+their exact wire name (``wire("NetworkID")``). To read a field the daemon
+sends and the SDK does not know yet, subclass the request model and annotate
+the method with it::
+
+    @dataclass(slots=True)
+    class MyJoinRequest(JoinRequest):
+        new_field: str = wire("NewField", "")
+
+    def join(self, req: MyJoinRequest) -> JoinResponse: ...
+
 The runtime imports neither docker nor jinja2; the builder lives in
 ``plugin.bundle``.
 """
@@ -15,6 +26,7 @@ __version__ = "0.1.0"
 
 from ._driver import Driver, Endpoint, method_name
 from ._serve import serve
+from ._wire import Model, wire
 from .errors import BadRequest, PluginError
 from .manifest import Args, Device, Env, Mount
 
@@ -25,9 +37,11 @@ __all__ = [
     "Driver",
     "Endpoint",
     "Env",
+    "Model",
     "Mount",
     "PluginError",
     "__version__",
     "method_name",
     "serve",
+    "wire",
 ]

@@ -3,7 +3,7 @@ through Create and Mount, the daemon restarted under running containers, a
 full disk under the state file; hostile bytes on the managed plugin's own
 socket; a legacy plugin's socket; the built bundle under --strict.
 
-The kills use localvol's test hook (reference/localvol.py, PAUSE_ENV), switched
+The kills use localvol's test hook (localvol/driver.py, PAUSE_ENV), switched
 on in a copy of the bundle's config.json for a plugin instance of these tests
 only. Each fault injected is counted in the run's summary. The daemon restart
 comes last.
@@ -287,7 +287,7 @@ def test_the_built_reference_plugin_passes_strict(bundle: BuiltBundle) -> None:
     from plugin.bundle.__main__ import main
 
     out = io.StringIO()
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(bundle.path)]
+    argv = ["--project", str(ROOT / "reference" / "localvol"), "--bundle", str(bundle.path)]
     assert main([*argv, "validate", "--strict"], out=out) == 0, out.getvalue()
     assert "warning" not in out.getvalue()
 

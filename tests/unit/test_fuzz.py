@@ -43,13 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridgenet import BridgeNetworks
+from bridgenet.host import MemoryHost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from localvol.driver import LocalVolumes
+from poolipam import PoolIpam
 
 import plugin
-from plugin import Driver, Endpoint, PluginError
+from plugin import Driver, Endpoint, PluginError, ipam, network
+from plugin._logwire import LogEntry, decode_frames
 from plugin._wire import MAX_BODY, Model
+from plugin.bundle import load_project
+from plugin.bundle._rootfs import load_drivers
 from plugin.testing import PluginClient, Reply
 
 from ..conftest import PYTHONPATH
@@ -100,26 +106,49 @@ def driver_types() -> list[type[Driver]]:
 
 
 def reference_drivers() -> list[type[Driver]]:
-    """Every driver the reference projects (reference/*/plugin.toml) serve."""
-    from plugin.bundle import load_project
-    from plugin.bundle._rootfs import load_drivers
-
+    """Every driver the reference projects (reference/*/plugin.toml) serve,
+    but those of NOT_FUZZED_YET."""
     found = {
         cls
         for toml in sorted(ROOT.glob("reference/*/plugin.toml"))
+        if toml.parent.name not in NOT_FUZZED_YET
         for cls in load_drivers(load_project(toml))
     }
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+#: Reference projects whose drivers have no factory below yet (logmetrics:
+#: add theirs and empty this).
+NOT_FUZZED_YET = ("filelog", "metricsexport")
+
 #: How each reference driver is made in a scratch directory (without mounts).
 REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
     LocalVolumes: lambda root: LocalVolumes(str(root / "data"), str(root / "mnt"), bind=False),
+    PoolIpam: lambda root: PoolIpam(str(root / "data"), environ={}),
+    BridgeNetworks: lambda root: BridgeNetworks(str(root / "data"), MemoryHost()),
+}
+
+
+#: Response models whose fields have a form of their own (CIDR, a plain IP):
+#: a valid instance of each.
+SAMPLES: dict[type[Model], Callable[[], Model]] = {
+    ipam.RequestPoolResponse: lambda: ipam.RequestPoolResponse("pool-1", "10.9.0.0/24"),
+    ipam.RequestAddressResponse: lambda: ipam.RequestAddressResponse("10.9.0.5/24"),
+    network.JoinResponse: lambda: network.JoinResponse(
+        network.InterfaceName("veth0", "eth"),
+        gateway="10.9.0.1",
+        static_routes=[network.StaticRoute("10.8.0.0/16", next_hop="10.9.0.1")],
+    ),
+    network.CreateEndpointResponse: lambda: network.CreateEndpointResponse(
+        network.EndpointInterface(mac_address="02:42:0a:09:00:05")
+    ),
 }
 
 
 def sample(model: type[Model]) -> Model:
     """A valid instance of a response model: every required field filled."""
+    if model in SAMPLES:
+        return SAMPLES[model]()
     hints = typing.get_type_hints(model)
     kwargs = {
         f.name: _sample_value(hints[f.name])
@@ -163,12 +192,18 @@ def _strings(value: Any) -> Iterator[str]:
 CRASH = f'Traceback (most recent call last):\n  File "{ROOT}/plugin/x.py", line 1\nboom'
 
 
+#: What a fake yields for a call answered with a stream (LogDriver.ReadLogs).
+STREAMED = [LogEntry("stdout", 1, b"fuzz"), LogEntry("stderr", 2, b"")]
+
+
 def _answer(endpoint: Endpoint, req: Any) -> Any:
     text = " ".join(_strings(req))
     if "boom" in text:
         raise RuntimeError(CRASH + " " + sys.prefix + "/site-packages")
     if "fail" in text:
         raise PluginError("failed as asked")
+    if endpoint.stream is not None:
+        return iter(STREAMED)
     return None if endpoint.response is None else sample(endpoint.response)
 
 
@@ -243,21 +278,32 @@ def check(target: Target, method: str, path: str, body: bytes, reply: Reply) -> 
     sent = path + body.decode("utf-8", errors="replace")
     shown = f"{method} {path} {body[:200]!r} -> {reply.status} {reply.body[:300]!r}"
     assert reply.status in expected_statuses(target, method, path), shown
-    try:
-        answer = json.loads(reply.body)
-    except ValueError:
-        raise AssertionError(f"not JSON: {shown}") from None
-    assert isinstance(answer, dict), shown
-    if reply.status != 200:
-        assert isinstance(answer.get("Err"), str) and answer["Err"].strip(), shown
-        if target.strict:
-            assert "(see its log)" not in answer["Err"], f"the reference driver crashed: {shown}"
-    elif path in target.routes():
-        _, endpoint = target.routes()[path]
-        if endpoint.response is None:
-            assert answer == {}, shown
-        else:
-            endpoint.response.from_wire(answer)  # the daemon could decode it
+    route = target.routes().get(path)
+    if reply.status == 200 and route is not None and route[1].stream is not None:
+        # A stream of framed entries, not JSON.
+        entries, end = decode_frames(reply.body)
+        assert end == len(reply.body), shown
+        if not target.strict:
+            # Each line gets the newline the daemon prints.
+            assert entries == [LogEntry(e.source, e.time_nano, e.line + b"\n") for e in STREAMED]
+    else:
+        try:
+            answer = json.loads(reply.body)
+        except ValueError:
+            raise AssertionError(f"not JSON: {shown}") from None
+        assert isinstance(answer, dict), shown
+        if reply.status != 200:
+            assert isinstance(answer.get("Err"), str) and answer["Err"].strip(), shown
+            if target.strict:
+                assert "(see its log)" not in answer["Err"], (
+                    f"the reference driver crashed: {shown}"
+                )
+        elif route is not None:
+            endpoint = route[1]
+            if endpoint.response is None:
+                assert answer == {}, shown
+            else:
+                endpoint.response.from_wire(answer)  # the daemon could decode it
     text = reply.body.decode("utf-8", errors="replace")
     for leak in LEAKS:
         if leak not in sent:
@@ -275,9 +321,35 @@ def still_answers(client: PluginClient, target: Target) -> None:
 
 
 def consistent(target: Target, client: PluginClient) -> None:
-    """A reference volume driver's memory, state file and disk agree, and
-    nothing was written outside its directories."""
+    """A reference driver's memory, state file and disk agree, and nothing
+    was written outside its directories."""
     if target.root is None:
+        return
+    if isinstance(target.drivers[0], PoolIpam):
+        # What a restarted plugin would read is what the running one holds.
+        assert os.listdir(target.root) == ["data"]
+        assert sorted(os.listdir(target.root / "data")) == ["state.json"]
+        again = PoolIpam(str(target.root / "data"), environ={})
+        assert again._pools == target.drivers[0]._pools
+        return
+    if isinstance(target.drivers[0], BridgeNetworks):
+        # The host holds exactly what the state says, and a restart changes nothing.
+        driver = target.drivers[0]
+        host = driver.host
+        assert isinstance(host, MemoryHost)
+        bridges = sorted(n["bridge"] for n in driver._networks.values())
+        assert sorted(host.bridges) == bridges == sorted(host.rules)
+        veths = sorted(
+            e["veth"]
+            for n in driver._networks.values()
+            for e in n["endpoints"].values()
+            if e["veth"]
+        )
+        assert sorted(host.veths) == veths
+        before = (dict(host.bridges), dict(host.veths))
+        again = BridgeNetworks(str(target.root / "data"), host)
+        assert again._networks == driver._networks
+        assert (host.bridges, host.veths) == before
         return
     assert sorted(os.listdir(target.root)) in (["data"], ["data", "mnt"])
     data = target.root / "data"
@@ -476,9 +548,28 @@ def scratch() -> Iterator[Path]:
 def test_every_type_and_reference_driver_is_a_target() -> None:
     kinds = driver_types()
     assert kinds, "no driver type found in plugin.*"
-    assert "VolumeDriver" in {k.__name__ for k in kinds}
+    assert {"VolumeDriver", "NetworkDriver", "IpamDriver"} <= {k.__name__ for k in kinds}
     # A new reference driver needs a way to be made here.
     assert set(reference_drivers()) == set(REFERENCE_FACTORIES)
+
+
+@pytest.mark.parametrize("kind", driver_types(), ids=lambda k: k.__name__)
+def test_the_fakes_answer_every_call(kind: type[Driver]) -> None:
+    """Each fake answers a well-formed request with 200 and a response the
+    daemon can decode, so the fuzz cases reach the success path too."""
+    with PluginClient(fake_driver(kind, is_async=False)) as client:
+        for endpoint in kind.endpoints:
+            body = None
+            if endpoint.request is not None:
+                body = {
+                    f.metadata["wire"]: "x"
+                    for f in dataclasses.fields(endpoint.request)  # type: ignore[arg-type]
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                }
+            reply = client.post(f"/{kind.prefix}.{endpoint.name}", body)
+            assert reply.status == 200, (endpoint.name, reply.body)
+            if endpoint.response is not None:
+                endpoint.response.from_wire(reply.json)
 
 
 def _endpoint_params() -> list[tuple[str, str]]:
@@ -488,8 +579,21 @@ def _endpoint_params() -> list[tuple[str, str]]:
         for name in ("plain fakes", "async fakes"):
             params += [(name, f"/{kind.prefix}.{ep.name}") for ep in kind.endpoints]
     for cls in reference_drivers():
-        params += [(cls.__name__, f"/{cls.prefix}.{ep.name}") for ep in cls.endpoints]
+        params += [
+            (cls.__name__, f"/{cls.prefix}.{ep.name}")
+            for ep in cls.endpoints
+            # An optional call a driver leaves out answers 404 (fuzzed with the paths).
+            if not getattr(getattr(cls, ep.method), "__plugin_optional__", False)
+        ]
     return params
+
+
+SHARED_CHECKS = {"BridgeNetworks", "PoolIpam"}
+FUZZ_NETWORK = {
+    "NetworkID": "1" * 64,
+    "Options": {"com.docker.network.generic": {"mtu": "1400"}},
+    "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.9.0.0/24", "Gateway": "10.9.0.1/24"}],
+}
 
 
 def fresh(name: str, scratch: Path) -> Target:
@@ -501,6 +605,19 @@ def fresh(name: str, scratch: Path) -> Target:
             client.call("VolumeDriver.Create", {"Name": "v1", "Opts": {"mode": "0700"}})
             client.call("VolumeDriver.Mount", {"Name": "v1", "ID": "a" * 64})
             client.call("VolumeDriver.Create", {"Name": "v2"})
+    if isinstance(target.drivers[0], BridgeNetworks):
+        with PluginClient(*target.drivers) as client:
+            client.call("NetworkDriver.CreateNetwork", FUZZ_NETWORK)
+            ids = {"NetworkID": "1" * 64, "EndpointID": "a" * 64}
+            client.call(
+                "NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": "10.9.0.5/24"}}
+            )
+            client.call("NetworkDriver.Join", ids)
+    if isinstance(target.drivers[0], PoolIpam):
+        with PluginClient(*target.drivers) as client:
+            pool = {"AddressSpace": "LocalDefault", "Pool": "10.9.0.0/24"}
+            pool_id = client.call("IpamDriver.RequestPool", pool)["PoolID"]
+            client.call("IpamDriver.RequestAddress", {"PoolID": pool_id})
     return target
 
 
@@ -520,8 +637,12 @@ def test_generated_bodies(name: str, path: str, scratch: Path, tally: Tally) -> 
     _, endpoint = shape.routes()[path]
     tried = 0
 
-    # The fakes share their code but for plain/async: half as many each.
-    @settings(FUZZ, max_examples=FUZZ.max_examples // (2 if shape.root is None else 1))
+    # The fakes share their code but for plain/async: half as many each. The
+    # network and IPAM reference drivers have many calls that share their
+    # checks (IDs, then state): a third as many each keeps the suite's time.
+    share = 2 if shape.root is None else 3 if name in SHARED_CHECKS else 1
+
+    @settings(FUZZ, max_examples=FUZZ.max_examples // share)
     @given(body=bodies(endpoint.request, _wire_keys(shape)))
     def run(body: bytes) -> None:
         nonlocal tried

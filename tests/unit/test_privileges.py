@@ -27,7 +27,9 @@ from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
+from plugin.ipam import IpamDriver
 from plugin.manifest import requirements
+from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
 from tests.conftest import PYTHONPATH
 from tests.unit.test_bundle_config import IMAGE_ATTRS, good, make_rootfs, with_
@@ -100,6 +102,59 @@ def test_host_network_for_a_volume_plugin_only() -> None:
     assert warnings(with_(network={"type": ""})) == []
 
 
+IPAM_HOST_NETWORK = (
+    "network.type: 'host' gives an IPAM plugin the host's network; it hands out addresses and "
+    'needs it only to reach a remote address service (otherwise use "")'
+)
+
+
+def network_plugin(network: str, *types: str, caps: list[str] | None = None) -> dict[str, Any]:
+    config = with_(network={"type": network}, interface={"types": list(types), "socket": "n.sock"})
+    config["linux"]["capabilities"] = caps or []
+    return config
+
+
+def test_a_network_plugin_legitimately_has_the_host_network_and_net_admin() -> None:
+    class Bridges(NetworkDriver):
+        network = "host"
+        linux_capabilities = ("CAP_NET_ADMIN",)
+
+    declared = requirements([Bridges])
+    net = "docker.networkdriver/1.0"
+    config = network_plugin("host", net, caps=["CAP_NET_ADMIN"])
+    assert warnings(config, declared=declared) == []
+    # Serving IPAM next to it changes nothing.
+    both = network_plugin("host", net, "docker.ipamdriver/1.0", caps=["CAP_NET_ADMIN"])
+    assert warnings(both, declared=declared) == []
+
+
+def test_an_ipam_plugin_needs_no_host_network() -> None:
+    assert warnings(network_plugin("host", "docker.ipamdriver/1.0")) == [IPAM_HOST_NETWORK]
+    assert warnings(network_plugin("", "docker.ipamdriver/1.0")) == []
+
+
+def test_a_network_plugin_without_the_host_network_is_told_why_it_needs_it() -> None:
+    expected = (
+        "network.type: is '': a network plugin needs \"host\", since the daemon moves the "
+        "interfaces it makes from the host's namespace into containers"
+    )
+    assert warnings(network_plugin("", "docker.networkdriver/1.0")) == [expected]
+    assert warnings(network_plugin("none", "docker.networkdriver/1.0")) == [
+        expected.replace("is ''", "is 'none'")
+    ]
+
+
+def test_net_admin_for_a_plugin_whose_drivers_do_not_declare_it() -> None:
+    class Addresses(IpamDriver):
+        pass
+
+    config = network_plugin("", "docker.ipamdriver/1.0", caps=["CAP_NET_ADMIN"])
+    assert warnings(config, declared=requirements([Addresses])) == [
+        "linux.capabilities[0]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare none)"
+    ]
+
+
 def test_host_namespaces() -> None:
     assert warnings(with_(pidHost=True)) == [PID_HOST]
     assert warnings(with_(ipcHost=True)) == [IPC_HOST]
@@ -116,6 +171,40 @@ def test_mounts_of_the_docker_socket() -> None:
         assert warnings(with_mount(source)) == [
             f"mounts[1].source: {source!r} gives the plugin control of the Docker daemon"
         ]
+
+
+def of_type(config: dict[str, Any], capability: str) -> dict[str, Any]:
+    config["interface"] = {"types": [capability], "socket": "t.sock"}
+    return config
+
+
+def test_log_and_metrics_plugins_may_use_the_host_network() -> None:
+    """A log driver ships to a remote backend, a metrics plugin serves a port."""
+    for capability in ("docker.logdriver/1.0", "docker.metricscollector/1.0"):
+        assert warnings(of_type(with_(network={"type": "host"}), capability)) == []
+
+
+def test_a_metrics_plugin_mounting_the_metrics_socket_itself() -> None:
+    for source in ("/var/run/docker/metrics.sock", "/run/docker/metrics.sock"):
+        config = of_type(with_mount(source), "docker.metricscollector/1.0")
+        assert warnings(config) == [
+            f"mounts[1].source: {source!r}: the daemon mounts its metrics socket into every "
+            "metrics plugin at /run/docker/metrics.sock; leave this mount out"
+        ]
+
+
+def test_mounts_of_the_daemons_data() -> None:
+    for source in ("/var/lib/docker", "/var/lib/docker/containers", "/var/lib/docker/plugins"):
+        assert warnings(of_type(with_mount(source), "docker.logdriver/1.0")) == [
+            f"mounts[1].source: {source!r} is the daemon's own data (every container's files "
+            "and logs); a log driver gets each container's output from the daemon"
+        ]
+        assert warnings(with_mount(source)) == [
+            f"mounts[1].source: {source!r} is the daemon's own data (every container's files "
+            "and logs); mount a directory of the plugin's own"
+        ]
+    for fine in ("/var/lib/docker-filelog", "/var/lib/docker/plugins/state", "/var/lib/dockerd"):
+        assert warnings(of_type(with_mount(fine), "docker.logdriver/1.0")) == [], fine
 
 
 def test_narrow_mounts_are_fine() -> None:
