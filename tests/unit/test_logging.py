@@ -5,6 +5,7 @@ stream, and the reassembly of long lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -226,16 +227,29 @@ def test_on_start_refuses_with_the_drivers_message(fifo: Fifo) -> None:
         # Nothing reads the FIFO: StopLogging knows no such stream.
         assert stop(client, fifo) == {}
     assert driver.stopped == []
+    # The FIFO was closed again: this process holds only the test's descriptor.
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir used is gone
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert held.count(fifo.path) == 1
 
 
 def test_a_missing_fifo(tmp_path: Path) -> None:
-    with PluginClient(Collect()) as client:
+    started: list[LogStream] = []
+
+    class Watch(Collect):
+        def on_start(self, stream: LogStream) -> None:
+            started.append(stream)
+
+    with PluginClient(Watch()) as client:
         path = str(tmp_path / "gone")
         reply = client.post("/LogDriver.StartLogging", {"File": path, "Info": INFO})
     assert (reply.status, reply.json) == (
         500,
         {"Err": f"cannot open the log FIFO {path}: No such file or directory"},
     )
+    assert started == []  # the driver set nothing up for it
 
 
 def test_not_a_fifo(tmp_path: Path) -> None:
