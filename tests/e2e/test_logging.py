@@ -350,6 +350,38 @@ def test_docker_stop_returns_when_the_disk_hangs(filelog: Instance) -> None:
     assert numbers[0] == 1
 
 
+HOSTILE = [b"", b"{", b"[]", b"null", b'{"File": 1}', b'{"File": "/etc/passwd"}', b"\xff" * 8]
+
+
+def test_hostile_bodies_on_every_endpoint_answer_json(filelog: Instance) -> None:
+    """On the plugin's own socket, as the daemon would send them."""
+    from tests.unit.test_fuzz import _http, raw_exchange
+
+    path = f"/run/docker/plugins/{filelog.id}/filelog.sock"
+    answers = {}
+    for call in ("StartLogging", "StopLogging", "Capabilities", "ReadLogs", "Nope"):
+        for body in HOSTILE:
+            answer = raw_exchange(path, _http(f"/LogDriver.{call}", body), wait=5)
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            status = int(head.split()[1])
+            if status != 200:
+                err = json.loads(payload)["Err"]
+                assert isinstance(err, str) and err, (call, body, payload)
+                assert "Traceback" not in err and "/opt/plugin" not in err, err
+            answers[call, body] = status, payload
+    assert answers["Capabilities", b""] == (200, b'{"Cap":{"ReadLogs":true}}')
+    assert answers["StartLogging", b'{"File": "/etc/passwd"}'] == (
+        500,
+        b'{"Err":"cannot log to /etc/passwd: not a FIFO"}',
+    )
+    assert answers["StopLogging", b"{"][0] == 400
+    assert answers["Nope", b""][0] == 404
+    assert answers["ReadLogs", b'{"File": 1}'] == (
+        500,
+        b'{"Err":"invalid container ID \'\': expected 64 hexadecimal digits"}',
+    )
+
+
 def test_the_plugin_killed_mid_stream_keeps_what_it_was_handed(filelog: Instance) -> None:
     """Killed (SIGKILL) while a container logs: what it had stored is kept,
     and the restarted plugin reads the container's FIFO again, so what the
