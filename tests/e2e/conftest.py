@@ -153,15 +153,28 @@ class Plugin:
 #: Several test sessions may share one daemon (pytest-xdist workers, people
 #: working side by side). Each holds this lock shared for its whole run; a
 #: test that restarts the daemon takes it exclusively, so it waits until no
-#: other session is using the daemon, and none starts meanwhile.
+#: other session is using the daemon, and none starts meanwhile: flock(2)
+#: lets new shared holders in ahead of a waiting exclusive one (with sessions
+#: overlapping, a restart waited for ever), so a session passes GATE (shared)
+#: to take its share, and a restart holds GATE exclusively while it waits.
 DAEMON_LOCK = Path(os.environ.get("DPK_E2E_LOCK", "/run/dpk-e2e.lock"))
+GATE = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".gate")
 _lock_fd: list[int] = []
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _daemon_in_use() -> Iterator[None]:
-    fd = os.open(DAEMON_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    fd = _open(DAEMON_LOCK)
+    gate = _open(GATE)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a restart is pending
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(gate)
     _lock_fd.append(fd)
     try:
         yield
@@ -175,11 +188,13 @@ def engine_restart() -> None:
     test session uses it; skipped where the daemon is not ours to restart,
     except under CI."""
     fd = _lock_fd[0] if _lock_fd else None
+    gate = _open(GATE)
     if fd is not None:
         # Give up this session's share first: two sessions both waiting for
         # the exclusive lock while holding a share would wait for ever.
         fcntl.flock(fd, fcntl.LOCK_UN)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(gate, fcntl.LOCK_EX)  # no new session from now on
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the running ones have finished
     try:
         proc = subprocess.run(
             [str(ROOT / "scripts" / "engine"), "restart"],
@@ -190,6 +205,7 @@ def engine_restart() -> None:
     finally:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_SH)
+        os.close(gate)  # lets new sessions in
     if proc.returncode != 0:
         message = f"cannot restart the daemon: {proc.stderr.strip()}"
         if os.environ.get("CI"):
