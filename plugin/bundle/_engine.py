@@ -197,6 +197,22 @@ class Engine:
         except (BundleError, OSError, KeyError):
             return None
 
+    def layer_bytes(self, info: Mapping[str, Any]) -> int | None:
+        """The compressed size of a plugin's layers (what a push sends), from
+        the daemon's content store when the daemon is local; else None."""
+        if not _local_daemon(self.api):
+            return None
+        try:
+            with _engine_call("info"):
+                root = Path(self.api.info().get("DockerRootDir") or "/var/lib/docker") / "plugins"
+            state = json.loads((root / str(info["Id"]) / "config.json").read_text())
+            return sum(
+                (root / "storage/blobs" / str(blob).replace(":", "/", 1)).stat().st_size
+                for blob in state.get("Blobsums") or []
+            )
+        except (BundleError, OSError, KeyError, ValueError, AttributeError):
+            return None
+
     def check_platform(self, name: str, info: Mapping[str, Any]) -> None:
         """EngineError, before the daemon is asked, when the plugin's rootfs
         is for another platform than the daemon's: it could not start, and

@@ -46,13 +46,18 @@ __all__ = [
 #: The media type of a plugin's config in the registry: what makes it a
 #: plugin and not an image.
 PLUGIN_MEDIA_TYPE = "application/vnd.docker.plugin.v1+json"
+#: How dockerd says a registry refused the manifest (containerd's pusher:
+#: 'failed commit on ref "manifest-sha256:...": unexpected status: 400 Bad
+#: Request'), or the registry's own words for it.
 _REFUSED_MANIFEST = re.compile(
-    r"manifest.?invalid|unsupported|media.?type|manifest.?unknown|invalid manifest|"
-    r"blob.?unknown",
-    re.IGNORECASE,
+    r'ref "manifest-|manifest.?invalid|unsupported|media.?type|invalid manifest', re.IGNORECASE
 )
-_REFUSED_ACCESS = re.compile(r"denied|unauthori[sz]ed|authentication required|forbidden", re.I)
-
+_REFUSED_ACCESS = re.compile(
+    r"\b40[13]\b|denied|unauthori[sz]ed|authentication required|forbidden", re.IGNORECASE
+)
+#: Over plain HTTP, dockerd retries a failed push there but reports the
+#: error of its first, HTTPS, attempt.
+_PLAIN_HTTP = re.compile(r"HTTP response to HTTPS client|does not look like a TLS handshake")
 
 def _registry_of(reference: str) -> str:
     from docker import auth  # type: ignore[import-untyped,unused-ignore]
@@ -109,7 +114,7 @@ def _drain(
 def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str, int]:
     """``docker plugin push NAME``: to the registry the name points at, with
     the credentials of the user's Docker config for that registry. Returns
-    the pushed manifest's digest and the bytes of layers sent.
+    the pushed manifest's digest and the compressed size of its layers.
 
     With ``platform`` (``linux/arm64``), the plugin's rootfs must be for
     it, or nothing is pushed. docker-py's ``push_plugin`` posts to the pull
@@ -117,10 +122,10 @@ def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str
     """
     name = normalize_name(name)
     api = engine.api
+    info = engine.inspect(name)
+    if info is None:
+        raise EngineError(f"push {name}: no such plugin")
     if platform is not None:
-        info = engine.inspect(name)
-        if info is None:
-            raise EngineError(f"push {name}: no such plugin")
         found = engine.plugin_platform(info)
         if found is not None and found != platform:
             raise EngineError(
@@ -136,12 +141,21 @@ def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str
             _drain(f"push {name}", api._stream_helper(res, decode=True), engine, progress)
     except EngineError as exc:
         raise EngineError(str(exc) + _push_hint(str(exc), name, bool(headers))) from None
-    return progress.digest, sum(progress.layers.values())
+    # The stream gives the layers' sizes only if a push lasts long enough
+    # for a progress report.
+    size = engine.layer_bytes(info)
+    return progress.digest, size if size is not None else sum(progress.layers.values())
 
 
 def _push_hint(message: str, name: str, sent_credentials: bool) -> str:
     registry = _registry_of(name)
     path = name.split("/", 1)[1].rsplit(":", 1)[0] if "/" in name else name
+    if _PLAIN_HTTP.search(message):
+        return (
+            f"\n  {registry} answers plain HTTP: the daemon tried again over HTTP and that "
+            "failed too, but it reports only its first (HTTPS) attempt; the registry's own "
+            "answer is in its log (or serve the registry over TLS)"
+        )
     if _REFUSED_MANIFEST.search(message):
         return (
             f"\n  the registry refused the plugin's manifest: a Docker plugin's config has "

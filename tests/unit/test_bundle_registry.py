@@ -268,14 +268,24 @@ def error_stream(message: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        # dockerd 20.10 (containerd's pusher), as the e2e test sees it
+        'error pushing plugin: failed commit on ref "manifest-sha256:ab": unexpected status: '
+        "400 Bad Request",
+        "manifest invalid: manifest invalid",
+        "unsupported media type application/vnd.docker.plugin.v1+json",
+    ],
+)
 def test_a_registry_refusing_the_manifest_names_the_media_type(
-    engine: Engine, client: RegistryClient, bundles: list[Path]
+    engine: Engine, client: RegistryClient, bundles: list[Path], message: str
 ) -> None:
-    client.api.push_stream = error_stream("manifest invalid: manifest invalid")
+    client.api.push_stream = error_stream(message)
     with pytest.raises(EngineError) as err:
         publish(engine, REPO, ["1.0-arm64"], bundles)
     assert str(err.value) == (
-        f"push {REPO}:1.0-arm64: manifest invalid: manifest invalid\n"
+        f"push {REPO}:1.0-arm64: {message}\n"
         "  the registry refused the plugin's manifest: a Docker plugin's config has the media "
         f"type {PLUGIN_MEDIA_TYPE} (not an image's), which some registries do not accept"
     )
@@ -288,11 +298,13 @@ def test_a_refusal_without_credentials_says_where_they_come_from(
     monkeypatch.setattr(
         "docker.utils.config.find_config_file", lambda config_path=None: "/home/u/.docker/c.json"
     )
-    client.api.push_stream = error_stream("unauthorized: authentication required")
+    client.api.push_stream = error_stream(
+        "error pushing plugin: unexpected status: 401 Unauthorized"
+    )
     with pytest.raises(EngineError) as err:
         publish(engine, REPO, ["1"], bundles)
     assert str(err.value) == (
-        f"push {REPO}:1: unauthorized: authentication required\n"
+        f"push {REPO}:1: error pushing plugin: unexpected status: 401 Unauthorized\n"
         "  no credentials for localhost:5000 in the Docker config (/home/u/.docker/c.json): "
         "docker login localhost:5000"
     )
@@ -330,6 +342,24 @@ def test_credentials_come_from_the_docker_config_and_a_refusal_names_the_scope(
         "serveraddress": "localhost:5000",
         "email": None,
     }
+
+
+def test_a_plain_http_registry_hides_its_answer(
+    engine: Engine, client: RegistryClient, bundles: list[Path]
+) -> None:
+    message = (
+        'error pushing plugin: failed to do request: Head "https://localhost:5000/v2/acme/vol/'
+        'blobs/sha256:ab": http: server gave HTTP response to HTTPS client'
+    )
+    client.api.push_stream = error_stream(message)
+    with pytest.raises(EngineError) as err:
+        publish(engine, REPO, ["1"], bundles)
+    assert str(err.value) == (
+        f"push {REPO}:1: {message}\n"
+        "  localhost:5000 answers plain HTTP: the daemon tried again over HTTP and that failed "
+        "too, but it reports only its first (HTTPS) attempt; the registry's own answer is in "
+        "its log (or serve the registry over TLS)"
+    )
 
 
 def test_another_push_error_is_the_registrys_message(
@@ -472,3 +502,22 @@ def test_push_of_a_created_plugin_by_name(
     assert out.getvalue().splitlines()[-1] == (
         "error: architecture 'sparc' is not supported (supported: amd64, arm64)"
     )
+
+
+def test_the_pushed_size_comes_from_the_daemons_content_store(
+    engine: Engine, client: RegistryClient, bundles: list[Path], tmp_path: Path
+) -> None:
+    from tests.unit.test_bundle_engine import PLUGIN_ID
+
+    root = tmp_path / "docker"
+    blobs = root / "plugins/storage/blobs/sha256"
+    blobs.mkdir(parents=True)
+    (blobs / "aa").write_bytes(b"x" * 1234)
+    (root / "plugins" / PLUGIN_ID).mkdir()
+    (root / "plugins" / PLUGIN_ID / "config.json").write_text(
+        json.dumps({"Blobsums": ["sha256:aa"], "Manifest": "sha256:m"})
+    )
+    client.api.root_dir = str(root)
+    client.api.push_stream = [{"status": "Preparing"}, {"aux": {"Digest": "sha256:d2"}}]
+    (done,) = publish(engine, REPO, ["1"], bundles)
+    assert (done.digest, done.size) == ("sha256:d2", 1234)
