@@ -25,6 +25,7 @@ from ._errors import BundleError, EngineError
 from ._platform import (
     DEFAULT_TAG_ARCH,
     arch_output,
+    arch_tag,
     get_arch,
     recorded_platform,
     rootfs_arch,
@@ -336,11 +337,15 @@ def install(
     """
     remote = normalize_name(remote)
     local = normalize_name(alias) if alias else remote
+    if enable:
+        _check_tag(engine, f"enable {local}", remote)
     privileges = _privileges(engine, remote, grant)
     with _engine_call(f"install {remote}"):
         stream = engine.api.pull_plugin(remote, privileges, local)
         _drain(f"install {remote}", stream, engine)
     try:
+        if enable:
+            engine.check_platform(local, engine.inspect(local) or {})
         if settings:
             engine.set(local, settings)
         if enable:
@@ -349,6 +354,21 @@ def install(
         engine.remove(local, force=True)
         raise
     return local
+
+
+def _check_tag(engine: Engine, what: str, remote: str) -> None:
+    """EngineError before anything is pulled when the tag of ``remote``
+    names another architecture than the daemon's (``:1.0-arm64``)."""
+    named = tag_arch(remote.rsplit(":", 1)[1])
+    daemon = engine.daemon_platform()
+    if named is not None and f"linux/{named}" != daemon:
+        arch = daemon.rsplit("/", 1)[1]
+        raise EngineError(
+            f"{what}: refused: {remote} is tagged for linux/{named} and this daemon runs "
+            f"{daemon} (a plugin of another architecture fails to start, and the daemon "
+            f'reports only "dial unix ...: no such file or directory"); install the tag built '
+            f"for {arch}: {arch_tag(remote, arch)}"
+        )
 
 
 def upgrade(
@@ -366,6 +386,7 @@ def upgrade(
     before = engine.inspect(name)
     if before is None:
         raise EngineError(f"upgrade {name}: no such plugin")
+    _check_tag(engine, f"upgrade {name}", remote)
     sources = {
         m["Name"]: m.get("Source")
         for m in (before.get("Config") or {}).get("Mounts") or []

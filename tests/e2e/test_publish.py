@@ -183,22 +183,27 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
         docker("run", "--rm", "-v", f"{volume}:/d", TEST_IMAGE, "sh", "-c", "echo hi > /d/f")
         assert (data / "volumes" / volume / "f").read_text() == "hi\n"
 
-        # The arm64 tag: refused before the daemon tries to start it, and
-        # nothing left installed.
+        # The arm64 tag: refused before anything is pulled, by its tag.
         code, lines = cli("install", "--grant-all-permissions", arm64)
-        refusal = (
+        assert (code, lines[-1]) == (
+            1,
+            f"error: enable {arm64}: refused: {arm64} is tagged for linux/arm64 and this daemon "
+            "runs linux/amd64 (a plugin of another architecture fails to start, and the daemon "
+            'reports only "dial unix ...: no such file or directory"); install the tag built for '
+            f"amd64: {amd64}",
+        )
+        assert docker("plugin", "inspect", arm64, check=False).returncode != 0
+        # Pulled without enabling (as docker plugin install --disable would), then
+        # enabled: refused by what its config records, before the daemon starts it.
+        assert cli("install", "--grant-all-permissions", "--disable", arm64)[0] == 0
+        code, lines = cli("--name", arm64, "enable")
+        assert (code, lines[-1]) == (
+            1,
             f"error: enable {arm64}: refused: the plugin is built for linux/arm64 and this daemon "
             "runs linux/amd64 (a plugin of another architecture fails to start, and the daemon "
             'reports only "dial unix ...: no such file or directory"); install the tag built for '
-            f"amd64: {amd64}"
+            f"amd64: {amd64}",
         )
-        assert (code, lines[-1]) == (1, refusal)
-        assert docker("plugin", "inspect", arm64, check=False).returncode != 0
-        # Pulled without enabling (as docker plugin install --disable would), then enabled:
-        # refused the same way.
-        assert cli("install", "--grant-all-permissions", "--disable", arm64)[0] == 0
-        code, lines = cli("--name", arm64, "enable")
-        assert (code, lines[-1]) == (1, refusal)
         enabled = docker("plugin", "inspect", "-f", "{{.Enabled}}", arm64).stdout.strip()
         assert enabled == "false"
     finally:

@@ -20,7 +20,15 @@ from plugin.bundle import EngineError
 from plugin.bundle.__main__ import main
 from plugin.bundle._engine import Engine
 from plugin.bundle._platform import PLATFORM_ENV
-from plugin.bundle._registry import PLUGIN_MEDIA_TYPE, Pushed, install, plan_push, publish, push
+from plugin.bundle._registry import (
+    PLUGIN_MEDIA_TYPE,
+    Pushed,
+    install,
+    plan_push,
+    publish,
+    push,
+    upgrade,
+)
 from tests.unit.test_bundle_engine import FakeAPI, FakeClient, FakeResponse
 from tests.unit.test_bundle_platform import AARCH64, X86_64
 
@@ -431,18 +439,57 @@ def test_enable_reads_the_rootfs_of_a_plugin_without_a_record(
     assert client.api.plugins["acme/other:2"]["Enabled"] is True
 
 
-def test_install_of_another_architecture_is_refused_and_cleaned_up(
+def test_install_of_a_tag_for_another_architecture_is_refused_before_the_pull(
     engine: Engine, client: RegistryClient
 ) -> None:
     remote = f"{REPO}:1.0-arm64"
     client.api.registry[remote] = [{"Name": PLATFORM_ENV, "Value": "linux/arm64"}]
     with pytest.raises(EngineError) as err:
         install(engine, remote, grant=True, settings=["data.source=/srv"])
-    assert str(err.value) == enable_refusal(remote, f"{REPO}:1.0-amd64")
-    assert client.api.plugins == {}
-    # Pulled without enabling, it stays: enabling it is refused later.
+    assert str(err.value) == (
+        f"enable {remote}: refused: {remote} is tagged for linux/arm64 and this daemon runs "
+        "linux/amd64 (a plugin of another architecture fails to start, and the daemon reports "
+        'only "dial unix ...: no such file or directory"); install the tag built for amd64: '
+        f"{REPO}:1.0-amd64"
+    )
+    assert [c for c in client.api.calls if c[0] == "pull"] == []
+    # Pulled without enabling, it stays: enabling it is refused then.
     assert install(engine, remote, grant=True, enable=False) == remote
     assert client.api.plugins[remote]["Enabled"] is False
+    with pytest.raises(EngineError) as err:
+        engine.enable(remote)
+    assert str(err.value) == enable_refusal(remote, f"{REPO}:1.0-amd64")
+
+
+def test_install_of_a_plain_tag_of_another_architecture_is_refused_and_cleaned_up(
+    engine: Engine, client: RegistryClient
+) -> None:
+    remote = f"{REPO}:2.0"  # by the convention amd64, but the rootfs is arm64
+    client.api.registry[remote] = [{"Name": PLATFORM_ENV, "Value": "linux/arm64"}]
+    with pytest.raises(EngineError) as err:
+        install(engine, remote, grant=True, settings=["data.source=/srv"])
+    assert str(err.value) == enable_refusal(remote, f"{REPO}:2.0-amd64")
+    assert [c[0] for c in client.api.calls if c[0] in ("pull", "set", "enable", "remove")] == [
+        "pull",
+        "remove",
+    ]
+    assert client.api.plugins == {}
+
+
+def test_upgrade_to_a_tag_for_another_architecture_is_refused_before_anything(
+    engine: Engine, client: RegistryClient
+) -> None:
+    client.api.add(f"{REPO}:1.0-amd64", enabled=True)
+    with pytest.raises(EngineError) as err:
+        upgrade(engine, f"{REPO}:1.0-amd64", f"{REPO}:1.1-arm64", grant=True)
+    assert str(err.value) == (
+        f"upgrade {REPO}:1.0-amd64: refused: {REPO}:1.1-arm64 is tagged for linux/arm64 and "
+        "this daemon runs linux/amd64 (a plugin of another architecture fails to start, and the "
+        'daemon reports only "dial unix ...: no such file or directory"); install the tag built '
+        f"for amd64: {REPO}:1.1-amd64"
+    )
+    assert client.api.plugins[f"{REPO}:1.0-amd64"]["Enabled"] is True
+    assert [c for c in client.api.calls if c[0] in ("disable", "upgrade")] == []
 
 
 # --- the command line -------------------------------------------------------------------
