@@ -40,6 +40,8 @@ commands:
              push, remove): push 1.0-amd64 1.0-arm64 1.0 latest
   install    docker plugin install REF [KEY=VALUE ...] (pull, set, enable)
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
+  service    systemd units and a spec file to run the plugin as a host service
+             (outside Docker's plugin manager): socket activation, TCP, TLS
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
@@ -121,6 +123,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", help="local name (default: REF)")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
     p.add_argument("--disable", action="store_true", help="do not enable it")
+    p = sub.add_parser(
+        "service", help="systemd units and a spec file: the plugin as a host service"
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write them (default: PROJECT/service)")
+    p.add_argument(
+        "--listen",
+        metavar="URL",
+        help="tcp://HOST:PORT or https://HOST:PORT (default: the unix socket "
+        "/run/docker/plugins/NAME.sock)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="https: the plugin's certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="https: its key")
+    p.add_argument("--tls-ca", metavar="PEM", help="https: the CA that signed it")
+    p.add_argument(
+        "--daemon-cert", metavar="PEM", help="https: the daemon's client certificate (required)"
+    )
+    p.add_argument("--daemon-key", metavar="PEM", help="https: its key")
+    p.add_argument("--python", help="the interpreter that runs it (default: this one)")
     p = sub.add_parser("upgrade", help="upgrade the plugin to another reference")
     p.add_argument("remote", metavar="REF")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
@@ -281,6 +301,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             )
             console.line(f"{local} installed{'' if args.disable else ' and enabled'}")
         return 0
+    if cmd == "service":
+        service_project = get_project()
+        if name:  # --name: the service's (the driver's) name
+            service_project = dataclasses.replace(service_project, name=name)
+        return _service(args, service_project, console)
     if cmd == "push" and args.tags:
         return _publish(args, get_project, console)
     target = plugin_name()  # a bad plugin.toml is reported before the daemon is reached
@@ -358,6 +383,45 @@ def _publish(args: argparse.Namespace, project: Callable[[], Project], console: 
             file=console.out,
             flush=True,
         )
+    return 0
+
+
+def _service(args: argparse.Namespace, project: Project, console: Console) -> int:
+    """``service``: the files that run the plugin as a host service."""
+    from ..manifest import requirements
+    from ._rootfs import load_drivers
+    from ._service import ServiceTLS, service_files
+
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise BundleError("--tls-cert, --tls-key and --tls-ca go together")
+        tls = ServiceTLS(
+            str(Path(args.tls_cert).resolve()),
+            str(Path(args.tls_key).resolve()),
+            str(Path(args.tls_ca).resolve()),
+            str(Path(args.daemon_cert).resolve()) if args.daemon_cert else None,
+            str(Path(args.daemon_key).resolve()) if args.daemon_key else None,
+        )
+    try:
+        reqs = requirements(load_drivers(project))
+    except ValueError as exc:
+        raise BundleError(f"plugin.drivers: {exc}") from None
+    files = service_files(project, reqs, listen=args.listen, tls=tls, python=args.python)
+    out = Path(args.out) if args.out else project.root / "service"
+    out.mkdir(parents=True, exist_ok=True)
+    with console.step(f"host service files in {out}"):
+        for name, text in files.items():
+            (out / name).write_text(text)
+            console.line(str(out / name))
+    units = " ".join(n for n in files if n.endswith((".socket", ".service")))
+    spec = [n for n in files if n.endswith((".spec", ".json"))]
+    steps = [f"cp {units} /etc/systemd/system/"]
+    if spec:
+        steps.append(f"cp {spec[0]} /etc/docker/plugins/")
+    name = next(n for n in files if n.endswith(".socket"))
+    steps += ["systemctl daemon-reload", f"systemctl enable --now {name}"]
+    print(f"\nTo install (as root, in {out}):\n  " + "\n  ".join(steps), file=console.out)
     return 0
 
 

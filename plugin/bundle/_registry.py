@@ -60,6 +60,7 @@ _REFUSED_ACCESS = re.compile(
 #: error of its first, HTTPS, attempt.
 _PLAIN_HTTP = re.compile(r"HTTP response to HTTPS client|does not look like a TLS handshake")
 
+
 def _registry_of(reference: str) -> str:
     from docker import auth  # type: ignore[import-untyped,unused-ignore]
 

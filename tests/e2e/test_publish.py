@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from plugin.bundle.__main__ import main
+from tests.certs import Certs, make_certs
 
-from .certs import Certs, make_certs
 from .conftest import ROOT, TEST_IMAGE, BuiltBundle, docker, wait_for
 
 pytestmark = pytest.mark.e2e
