@@ -270,21 +270,67 @@ def foreign_base_image(
     client: Any, base_image: str, fallback: str, arch: Arch, report: Report
 ) -> str:
     """The base to build FROM for ``arch``: ``<base_image>-<arch>`` when this
-    host has it (made or pulled beforehand), else ``<fallback>-<arch>`` made
-    from Debian's packages."""
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-
+    host has it; ``<fallback>-<arch>`` when it was made here before (from
+    Debian's packages); else ``base_image`` pulled for that platform and
+    tagged ``<base_image>-<arch>``; else ``<fallback>-<arch>``, made."""
     own = f"{base_image}-{arch.name}"
-    try:
-        image = client.images.get(own)
-    except docker.errors.ImageNotFound:
-        image = None
+    image = _get(client, own)
     if image is not None:
         found = image.attrs.get("Architecture")
         if found != arch.name:
             raise BuildError(f"base image {own} is for {found}, not {arch.name}")
         return own
     tag = f"{fallback}-{arch.name}"
-    report(f"{own} is not here; using {tag} (made from Debian's packages)")
+    made = _get(client, tag)
+    if made is None and _pull_for(client, base_image, own, arch, report):
+        return own
+    report(f"using {tag} (made from Debian's packages)")
     make_base_image(client, tag, arch, report)
     return tag
+
+
+def _get(client: Any, name: str) -> Any | None:
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _split(name: str) -> tuple[str, str]:
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:
+        return name, "latest"
+    return repo, tag
+
+
+def _pull_for(client: Any, base_image: str, own: str, arch: Arch, report: Report) -> bool:
+    """Pull ``base_image`` for ``arch``'s platform and tag it ``own``. The
+    daemon moves the plain tag to what it pulled: it is put back."""
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+
+    repo, tag = _split(base_image)
+    before = _get(client, base_image)
+    report(f"pulling {base_image} for {arch.platform}")
+    try:
+        image = client.images.pull(repo, tag=tag, platform=arch.platform)
+    except docker.errors.APIError as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0][:200]
+        report(f"{base_image} for {arch.platform} cannot be pulled ({reason})")
+        return False
+    try:
+        found = image.attrs.get("Architecture")
+        if found != arch.name:
+            report(f"{base_image} pulled for {arch.platform} is for {found}: not used")
+            return False
+        own_repo, own_tag = _split(own)
+        image.tag(own_repo, own_tag)
+        return True
+    finally:
+        if before is not None:
+            client.api.tag(before.id, repo, tag)
+        elif image.id != getattr(_get(client, base_image), "id", None):
+            pass  # the tag points elsewhere already
+        else:
+            client.api.remove_image(base_image, noprune=True)

@@ -418,3 +418,105 @@ def test_without_root_the_packages_to_install_are_named(monkeypatch: pytest.Monk
     assert str(err.value) == (
         "running arm64 programs: install Debian's qemu-user-static (as root: apt-get install)"
     )
+
+
+class PullingImage(Image):
+    def __init__(self, id: str, attrs: dict[str, Any], log: list[tuple[Any, ...]]) -> None:
+        super().__init__(id, attrs)
+        self.log = log
+
+    def tag(self, repo: str, tag: str) -> None:
+        self.log.append(("tag", self.id, repo, tag))
+
+
+class PullingClient(LoadingClient):
+    """A daemon whose pull of another platform moves the plain tag."""
+
+    def __init__(self, pulled_arch: str | None, native: bool = True) -> None:
+        super().__init__()
+        self.log: list[tuple[Any, ...]] = []
+        self.pulled_arch = pulled_arch
+        if native:
+            self.images.made["python:3.11-slim"] = Image("sha256:native", {"Architecture": "amd64"})
+        self.images.pull = self.pull  # type: ignore[attr-defined]
+        self.api.tag = lambda id, repo, tag: self.log.append(("api.tag", id, repo, tag))  # type: ignore[attr-defined]
+        self.api.remove_image = lambda name, noprune: self.log.append(("untag", name))  # type: ignore[attr-defined]
+
+    def pull(self, repo: str, tag: str, platform: str) -> Image:
+        from docker.errors import APIError  # type: ignore[import-untyped,unused-ignore]
+
+        self.log.append(("pull", repo, tag, platform))
+        if self.pulled_arch is None:
+            raise APIError("500", explanation="Get https://registry-1.docker.io/v2/: no route")
+        image = PullingImage("sha256:pulled", {"Architecture": self.pulled_arch}, self.log)
+        self.images.made[f"{repo}:{tag}"] = image
+        return image
+
+
+def test_the_base_is_pulled_for_that_platform_and_the_plain_tag_put_back() -> None:
+    client = PullingClient("arm64")
+    lines: list[str] = []
+    base = foreign.foreign_base_image(
+        client, "python:3.11-slim", "acme/python:bookworm", get_arch("arm64"), lines.append
+    )
+    assert base == "python:3.11-slim-arm64"
+    assert client.log == [
+        ("pull", "python", "3.11-slim", "linux/arm64"),
+        ("tag", "sha256:pulled", "python", "3.11-slim-arm64"),
+        ("api.tag", "sha256:native", "python", "3.11-slim"),
+    ]
+    assert lines == ["pulling python:3.11-slim for linux/arm64"]
+
+
+def test_a_base_pulled_for_the_wrong_platform_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(foreign, "make_base_image", lambda c, tag, a, r: made.append(tag))
+    client = PullingClient("amd64", native=False)  # a daemon that ignored the platform
+    lines: list[str] = []
+    base = foreign.foreign_base_image(
+        client, "python:3.11-slim", "acme/python:bookworm", get_arch("arm64"), lines.append
+    )
+    assert (base, made) == ("acme/python:bookworm-arm64", ["acme/python:bookworm-arm64"])
+    assert client.log[-1] == ("untag", "python:3.11-slim")
+    assert lines == [
+        "pulling python:3.11-slim for linux/arm64",
+        "python:3.11-slim pulled for linux/arm64 is for amd64: not used",
+        "using acme/python:bookworm-arm64 (made from Debian's packages)",
+    ]
+
+
+def test_without_a_registry_the_base_is_made_from_debian(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(foreign, "make_base_image", lambda c, tag, a, r: made.append(tag))
+    client = PullingClient(None)
+    lines: list[str] = []
+    base = foreign.foreign_base_image(
+        client, "python:3.11-slim", "acme/python:bookworm", get_arch("arm64"), lines.append
+    )
+    assert (base, made) == ("acme/python:bookworm-arm64", ["acme/python:bookworm-arm64"])
+    assert lines == [
+        "pulling python:3.11-slim for linux/arm64",
+        "python:3.11-slim for linux/arm64 cannot be pulled (Get https://registry-1.docker.io/v2/: "
+        "no route)",
+        "using acme/python:bookworm-arm64 (made from Debian's packages)",
+    ]
+    assert client.log == [("pull", "python", "3.11-slim", "linux/arm64")]  # nothing moved
+
+
+def test_a_base_made_here_before_is_used_without_pulling(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(foreign, "make_base_image", lambda c, tag, a, r: made.append(tag))
+    client = PullingClient("arm64")
+    client.images.made["acme/python:bookworm-arm64"] = Image(
+        "sha256:deb", {"Architecture": "arm64"}
+    )
+    lines: list[str] = []
+    base = foreign.foreign_base_image(
+        client, "python:3.11-slim", "acme/python:bookworm", get_arch("arm64"), lines.append
+    )
+    # make_base_image keeps it when its recipe is the same.
+    assert (base, made, client.log) == (
+        "acme/python:bookworm-arm64",
+        ["acme/python:bookworm-arm64"],
+        [],
+    )
