@@ -1,9 +1,15 @@
 """The reference volume plugin as a host service, outside Docker's plugin
 manager, made from the same project by ``docker-plugin-kit service`` and used
-through the daemon: socket-activated on /run/docker/plugins/NAME.sock (the
+through a daemon: socket-activated on /run/docker/plugins/NAME.sock (the
 daemon's first request starts it), and over TCP with TLS both ways where a
 spec file in /etc/docker/plugins asks for it. Started directly with the
-generated units' commands (systemd-socket-activate stands in for systemd)."""
+generated units' commands (systemd-socket-activate stands in for systemd).
+
+The daemon is a private one (it finds the plugin in the same directories):
+dockerd keeps every legacy plugin it looked up by name for its lifetime, and
+once the plugin is gone each ``docker volume ls`` on that daemon dials it for
+30 s, so a test on the shared daemon would slow everyone down until the next
+restart."""
 
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ import pytest
 from plugin.bundle.__main__ import main
 from tests.certs import Certs, make_certs
 
-from .conftest import ROOT, TEST_IMAGE, docker, wait_for
+from .conftest import ROOT, TEST_IMAGE, wait_for
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -118,22 +125,31 @@ def running(proc: subprocess.Popen[str]) -> str:
     return "python" if "python" in os.path.basename(argv0) else os.path.basename(argv0)
 
 
-def use(driver: str, scratch: Path) -> None:
+def use(daemon: PrivateDaemon, driver: str, scratch: Path) -> None:
     """Through the daemon: a volume of this driver, written by a container."""
     volume = f"svc-{uuid.uuid4().hex[:8]}"
+    created = False
     try:
-        assert docker("volume", "create", "-d", driver, volume).stdout.strip() == volume
-        docker("run", "--rm", "-v", f"{volume}:/d", TEST_IMAGE, "sh", "-c", "echo hi > /d/f")
+        assert daemon.docker("volume", "create", "-d", driver, volume).stdout.strip() == volume
+        created = True
+        daemon.docker("run", "--rm", "-v", f"{volume}:/d", TEST_IMAGE, "sh", "-c", "echo hi > /d/f")
         # A host service answers host paths, which the daemon mounts as they are.
         assert (scratch / "data/volumes" / volume / "f").read_text() == "hi\n"
-        assert json.loads(docker("volume", "inspect", volume).stdout)[0]["Driver"] == driver
-        docker("volume", "rm", volume)
+        info = json.loads(daemon.docker("volume", "inspect", volume).stdout)[0]
+        assert info["Driver"] == driver
+        daemon.docker("volume", "rm", volume)
+        created = False
         assert not (scratch / "data/volumes" / volume).exists()
     finally:
-        docker("volume", "rm", "-f", volume, check=False)
+        if created:
+            daemon.docker("volume", "rm", "-f", volume, check=False)
 
 
-def test_socket_activated_on_the_legacy_socket(scratch: Path, tmp_path: Path) -> None:
+def test_socket_activated_on_the_legacy_socket(
+    private_daemon: PrivateDaemon,
+    scratch: Path,
+    tmp_path: Path,
+) -> None:
     name = f"dpk-e2e-svc-{uuid.uuid4().hex[:8]}"
     unit = generate(name, tmp_path / "out")
     assert sorted(unit.files) == [f"{name}.service", f"{name}.socket"]  # no spec: the socket
@@ -147,7 +163,7 @@ def test_socket_activated_on_the_legacy_socket(scratch: Path, tmp_path: Path) ->
         # Nothing runs the plugin yet: the daemon's first call (its
         # /Plugin.Activate, never repeated) starts it, and must be answered.
         assert running(proc) == "systemd-socket-activate"
-        use(name, scratch)
+        use(private_daemon, name, scratch)
         assert running(proc) == "python"
     finally:
         out, err = stop(proc)
@@ -174,7 +190,10 @@ def free_port() -> int:
 
 
 def test_tcp_with_tls_where_the_spec_file_asks_for_it(
-    scratch: Path, tmp_path: Path, certs: Certs
+    private_daemon: PrivateDaemon,
+    scratch: Path,
+    tmp_path: Path,
+    certs: Certs,
 ) -> None:
     name = f"dpk-e2e-tls-{uuid.uuid4().hex[:8]}"
     port = free_port()
@@ -209,7 +228,7 @@ def test_tcp_with_tls_where_the_spec_file_asks_for_it(
 
         wait_for("the TLS socket", listening, 30)
         assert proc.poll() is None, proc.communicate()
-        use(name, scratch)
+        use(private_daemon, name, scratch)
     finally:
         spec_path.unlink(missing_ok=True)
         out, err = stop(proc)
