@@ -632,7 +632,12 @@ class LogDriver(Driver):
     async def start_logging(self, req: StartLoggingRequest) -> None:
         self._setup(asyncio.get_running_loop())
         stream = self._new_stream(req)
-        await self._run_hook(self.on_start, stream)
+        stream._open()  # a missing FIFO fails before the driver sets anything up
+        try:
+            await self._run_hook(self.on_start, stream)
+        except BaseException:
+            stream._close()
+            raise
         self._begin(stream)
 
     def resume_logging(self, req: StartLoggingRequest) -> LogStream:
@@ -655,7 +660,12 @@ class LogDriver(Driver):
             raise TypeError(f"{type(self).__name__}: resume_logging needs plain handlers")
         stream = self._new_stream(req)
         stream.resumed = True
-        self.on_start(stream)
+        stream._open()
+        try:
+            self.on_start(stream)
+        except BaseException:
+            stream._close()
+            raise
         self._begin(stream)
         return stream
 
@@ -667,7 +677,6 @@ class LogDriver(Driver):
         return LogStream(req.file, req.info)
 
     def _begin(self, stream: LogStream) -> None:
-        stream._open()
         if self._mode == "consume":
             stream._queue = asyncio.Queue(maxsize=4)
             self._tasks[stream.file] = self._loop.create_task(self._consume(stream))
