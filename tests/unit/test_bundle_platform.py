@@ -575,3 +575,22 @@ def test_plugin_for_another_architecture_is_refused_before_the_build(
             "enabled here; build it (--arch arm64 build) and publish it (push TAG...)"
         ],
     )
+
+
+def test_the_base_library_is_compiled_by_this_host_when_it_runs_the_same_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setattr(foreign, "SUITE_PYTHON", sys.version_info[:2])
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    compiled = foreign._hooks()
+    assert compiled[:-1] == list(foreign.HOOKS)
+    assert compiled[-1].endswith(
+        f' -m compileall -q -j 0 -s "$1" -p / "$1/usr/lib/python{version}" '
+        '"$1/usr/lib/python3/dist-packages" >/dev/null'
+    )
+    key = foreign._recipe_key(foreign.base_recipe(get_arch("arm64")))
+    monkeypatch.setattr(foreign, "SUITE_PYTHON", (2, 7))
+    assert foreign._hooks() == list(foreign.HOOKS)  # another version's bytecode: none
+    assert foreign._recipe_key(foreign.base_recipe(get_arch("arm64"))) != key
