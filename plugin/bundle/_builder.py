@@ -23,7 +23,16 @@ from ._config import (
     write_json,
 )
 from ._describe import describe_in_image, stand_ins
-from ._errors import BuildError, ConfigError
+from ._errors import BuildError, BundleError, ConfigError
+from ._foreign import ensure_emulation, foreign_base_image
+from ._platform import (
+    check_platform,
+    daemon_arch,
+    record_platform,
+    recorded_platform,
+    rootfs_arch,
+    target_arch,
+)
 from ._project import Project
 from ._rootfs import (
     DRIVERS_FILE,
@@ -81,6 +90,7 @@ def render_bundle_config(
     reqs = _requirements(drivers)
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
     config = render_config(project.template_path, context)
+    record_platform(config, rootfs, image_attrs)
     warnings = check_config(config, rootfs)
     return config, warnings
 
@@ -97,9 +107,16 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
             report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
         except MissingOnHost as exc:
             report(f"{exc.module} is not installed here: the drivers are read in the built image")
+    arch = target_arch(client, project)
     with step("base image"), docker_errors("base image"):
-        base = ensure_base_image(client, project, report)
-        report(base)
+        if arch.name != daemon_arch(client):
+            report(ensure_emulation(arch, report))
+            base = foreign_base_image(
+                client, project.base_image, project.fallback_base_image, arch, report
+            )
+        else:
+            base = ensure_base_image(client, project, report)
+        report(f"{base} ({arch.platform})")
     with step("wheelhouse"), docker_errors("wheelhouse"):
         wheels = wheelhouse(client, project, base, report)
     with step("docker build"), docker_errors("docker build"):
@@ -160,6 +177,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         write_json(stamp_file, stamp)
     with step("render config.json"):
         config, warnings = render_bundle_config(project, attrs, rootfs, drivers)
+        check_platform(rootfs, config, arch.name)
         write_json(bundle / "config.json", config)
         for warning in warnings:
             report(f"warning: {warning}")
@@ -254,4 +272,17 @@ def validate_bundle(bundle: Path) -> list[str]:
     """Check ``bundle``/config.json against ``bundle``/rootfs; ConfigError
     naming every problem, else the warnings."""
     path = bundle / "config.json"
-    return check_config(read_config(path), bundle / "rootfs", str(path))
+    config = read_config(path)
+    warnings = check_config(config, bundle / "rootfs", str(path))
+    recorded = recorded_platform(config)
+    if recorded is not None:
+        try:
+            found = f"linux/{rootfs_arch(bundle / 'rootfs', config.get('entrypoint') or [])}"
+        except BundleError:
+            found = recorded  # no entrypoint to read: check_config has said so
+        if found != recorded:
+            raise ConfigError(
+                f"{path}: env PLUGIN_PLATFORM says {recorded} but the rootfs is for {found} "
+                "(rebuild the bundle)"
+            )
+    return warnings
