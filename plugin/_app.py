@@ -87,7 +87,8 @@ def make_app(*drivers: Driver) -> App:
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
                 timeout = driver.call_timeout(endpoint)
-                calls[path] = _handler(path[1:], endpoint, fn, timeout, threads)
+                message = driver.timeout_message(endpoint, timeout) if timeout else ""
+                calls[path] = _handler(path[1:], endpoint, fn, timeout, message, threads)
     return App(calls)
 
 
@@ -155,6 +156,7 @@ def _handler(
     endpoint: Endpoint,
     fn: Callable[..., Any],
     timeout: float | None,
+    timeout_message: str,
     threads: ThreadPoolExecutor,
 ) -> Handler:
     request_type = endpoint.request
@@ -170,13 +172,7 @@ def _handler(
 
     def timeout_error() -> bytes:
         log.error("%s still running after %g s; answered with a timeout", call, timeout)
-        return encode(
-            {
-                "Err": f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
-                f"at {endpoint.deadline:g} s); the operation may still finish: check its "
-                "result before retrying"
-            }
-        )
+        return encode({"Err": timeout_message})
 
     async def call_driver(args: tuple[Any, ...], send: Send) -> Any:
         if inline:

@@ -105,6 +105,17 @@ class Driver(ABC):
             return None
         return max(endpoint.deadline - self.timeout_margin, 0.1)
 
+    def timeout_message(self, endpoint: Endpoint, timeout: float) -> str:
+        """The ``Err`` answered for a call still running after ``timeout``
+        seconds (see ``call_timeout``)."""
+        limit = ""
+        if endpoint.deadline is not None:
+            limit = f" (the daemon stops waiting at {endpoint.deadline:g} s)"
+        return (
+            f"timed out after {timeout:g} s in the plugin{limit}; the operation may still "
+            "finish: check its result before retrying"
+        )
+
     def handler_for(self, endpoint: Endpoint) -> Callable[..., Any] | None:
         """The bound method serving ``endpoint``, or None when it is an
         optional call this driver does not implement."""
