@@ -38,8 +38,9 @@ commands:
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
-a volume plugin, the host's PID or IPC namespace, a mount of / or of the Docker
-socket, a capability its drivers do not declare).
+a volume or authorization plugin, a propagated mount for an authorization plugin
+or secret provider, the host's PID or IPC namespace, a mount of / or of the
+Docker socket, a capability its drivers do not declare).
 """
 
 
