@@ -54,6 +54,8 @@ from plugin._wire import MAX_BODY, Model
 from plugin.testing import PluginClient, Reply
 from reference.localvol import LocalVolumes
 
+from policyauthz.driver import PolicyAuthz  # isort: skip (a reference project's package)
+
 if typing.TYPE_CHECKING:
     from ..conftest import Tally
 
@@ -99,19 +101,45 @@ def driver_types() -> list[type[Driver]]:
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+#: The reference projects (reference/<name>/, each with its package <name>/).
+PROJECTS = sorted(
+    p.name for p in (ROOT / "reference").iterdir() if (p / p.name / "__init__.py").is_file()
+)
+
+
 def reference_drivers() -> list[type[Driver]]:
     _import_all(reference)
+    packages = []
+    for name in PROJECTS:
+        package = importlib.import_module(name)
+        _import_all(package)
+        packages.append(name + ".")
     found = {
         cls
         for cls in _subclasses(Driver)
-        if cls.__module__.startswith("reference.") and not inspect.isabstract(cls)
+        if cls.__module__.startswith(("reference.", *packages)) and not inspect.isabstract(cls)
     }
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+def _policyauthz(root: Path) -> Driver:
+    """policyauthz with a policy that uses every rule and a user of its own."""
+    policy = root / "policy"
+    policy.mkdir(parents=True)
+    (policy / "policy.yaml").write_text(
+        "version: 1\ndefault: allow\nhost_mount_allow: [/srv]\nself: [policyauthz]\n"
+        "rules: {exec: deny}\nusers: {boom: {default: deny}}\n"
+    )
+    return PolicyAuthz(str(policy), own_id="ab" * 32)
+
+
+#: What the factory of a read-only reference driver writes in its directory.
+FACTORY_FILES: dict[type[Driver], list[str]] = {PolicyAuthz: ["policy"]}
+
 #: How each reference driver is made in a scratch directory (without mounts).
 REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
     LocalVolumes: lambda root: LocalVolumes(str(root / "data"), str(root / "mnt"), bind=False),
+    PolicyAuthz: _policyauthz,
 }
 
 
@@ -275,6 +303,10 @@ def consistent(target: Target, client: PluginClient) -> None:
     """A reference volume driver's memory, state file and disk agree, and
     nothing was written outside its directories."""
     if target.root is None:
+        return
+    if not isinstance(target.drivers[0], LocalVolumes):
+        # The other reference drivers only read what their factory wrote.
+        assert sorted(os.listdir(target.root)) == sorted(FACTORY_FILES[type(target.drivers[0])])
         return
     assert sorted(os.listdir(target.root)) in (["data"], ["data", "mnt"])
     data = target.root / "data"
@@ -767,7 +799,13 @@ def check_raw(raw: bytes, answer: bytes, socket_path: str) -> None:
 def served(scratch: Path) -> Iterator[Served]:
     sock_dir = tempfile.mkdtemp(prefix="dpk-", dir="/tmp")  # AF_UNIX paths are short
     path = os.path.join(sock_dir, "f.sock")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FUZZ_ROOT": str(scratch), "LOG_LEVEL": "warning"}
+    pythonpath = os.pathsep.join([str(ROOT), *(str(ROOT / "reference" / p) for p in PROJECTS)])
+    env = {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "FUZZ_ROOT": str(scratch),
+        "LOG_LEVEL": "warning",
+    }
     with open(scratch / "plugin.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "plugin", "--path", path, f"{__name__}:SocketVolumes"],
