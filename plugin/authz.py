@@ -301,9 +301,17 @@ MOUNT = Struct(
     ("VolumeOptions", Ptr(VOLUME_OPTIONS)),
     name="mount.Mount",
 )
+DEVICE_MAPPING = Struct(
+    ("PathOnHost", STRING),
+    ("PathInContainer", STRING),
+    ("CgroupPermissions", STRING),
+    name="container.DeviceMapping",
+)
+RESOURCES = Struct(("Devices", Slice(DEVICE_MAPPING)), name="container.Resources")
 HOST_CONFIG = Struct(
     ("Binds", Slice(STRING)),
     ("Privileged", BOOL),
+    Embed("Resources", RESOURCES),
     ("Mounts", Slice(MOUNT)),
     name="container.HostConfig",
 )

@@ -102,6 +102,7 @@ def test_a_request_with_every_field() -> None:
     assert container_host_config(req.read_body(CONTAINER_CREATE)) == {
         "Binds": None,
         "Privileged": True,
+        "Resources": {"Devices": None},
         "Mounts": None,
     }
 
@@ -339,9 +340,18 @@ def request(
 def test_read_body_as_the_daemon_does() -> None:
     bypass = request(b'{"Image": "x", "HostConfig": {"Privileged": false, "privileged": true}}')
     assert container_host_config(bypass.read_body(CONTAINER_CREATE))["Privileged"] is True
-    top = request(b'{"Image": "x", "Privileged": true, "Binds": ["/:/host"]}')
+    top = request(
+        b'{"Image": "x", "Privileged": true, "Binds": ["/:/host"], "Devices": [{"PathOnHost":'
+        b' "/dev/sda"}]}'
+    )
     hc = container_host_config(top.read_body(CONTAINER_CREATE))
-    assert hc == {"Binds": ["/:/host"], "Privileged": True, "Mounts": None}
+    device = {"PathOnHost": "/dev/sda", "PathInContainer": "", "CgroupPermissions": ""}
+    assert hc == {
+        "Binds": ["/:/host"],
+        "Privileged": True,
+        "Resources": {"Devices": [device]},
+        "Mounts": None,
+    }
     both = request(b'{"Privileged": true, "HostConfig": {}}')
     assert container_host_config(both.read_body(CONTAINER_CREATE))["Privileged"] is False
     nulled = request(b'{"Privileged": true, "HostConfig": null}')
