@@ -88,7 +88,9 @@ def make_app(*drivers: Driver) -> App:
                 path = f"/{driver.prefix}.{endpoint.name}"
                 timeout = driver.call_timeout(endpoint)
                 message = driver.timeout_message(endpoint, timeout) if timeout else ""
-                calls[path] = _handler(path[1:], endpoint, fn, timeout, message, threads)
+                calls[path] = _handler(
+                    path[1:], endpoint, fn, timeout, message, threads, driver.log_answers
+                )
     return App(calls)
 
 
@@ -158,6 +160,7 @@ def _handler(
     timeout: float | None,
     timeout_message: str,
     threads: ThreadPoolExecutor,
+    log_answers: bool = True,
 ) -> Handler:
     request_type = endpoint.request
     response_type = endpoint.response
@@ -234,7 +237,10 @@ def _handler(
             await _answer(send, 500, encode({"Err": message}))
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
+            shown = (
+                payload[:200].decode(errors="replace") if log_answers else f"({len(payload)} bytes)"
+            )
+            log.debug("%s -> 200 %s", call, shown)
         await _answer(send, 200, payload)
 
     return handle

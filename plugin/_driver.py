@@ -93,6 +93,10 @@ class Driver(ABC):
     pid_host: ClassVar[bool] = False
     allow_all_devices: ClassVar[bool] = False
 
+    #: Whether LOG_LEVEL=debug logs the start of each answer; off for types
+    #: whose answers are secrets.
+    log_answers: ClassVar[bool] = True
+
     #: Seconds before the daemon's deadline at which a call still running is
     #: answered with a timeout error, so the user reads why instead of a
     #: cut connection. See ``call_timeout``.

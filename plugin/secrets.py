@@ -120,6 +120,8 @@ class SecretProvider(Driver):
     implements: ClassVar[str] = IMPLEMENTS
     prefix: ClassVar[str] = PREFIX
     capability: ClassVar[str] = CAPABILITY
+    #: A debug log shows an answer's size, never the value.
+    log_answers: ClassVar[bool] = False
 
     @abstractmethod
     def get_secret(

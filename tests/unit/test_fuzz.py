@@ -54,7 +54,8 @@ from plugin._wire import MAX_BODY, Model
 from plugin.testing import PluginClient, Reply
 from reference.localvol import LocalVolumes
 
-from policyauthz.driver import PolicyAuthz  # isort: skip (a reference project's package)
+from filesecrets.driver import FileSecrets  # isort: skip (reference projects' packages)
+from policyauthz.driver import PolicyAuthz  # isort: skip
 
 if typing.TYPE_CHECKING:
     from ..conftest import Tally
@@ -133,13 +134,23 @@ def _policyauthz(root: Path) -> Driver:
     return PolicyAuthz(str(policy), own_id="ab" * 32)
 
 
+def _filesecrets(root: Path) -> Driver:
+    """filesecrets with a secret named like the names the fuzz bodies use."""
+    secrets = root / "secrets"
+    (secrets / "db").mkdir(parents=True)
+    for name in ("v1", "fuzz", "boom", "db/password"):
+        (secrets / name).write_text("s3cret")
+    return FileSecrets(str(secrets))
+
+
 #: What the factory of a read-only reference driver writes in its directory.
-FACTORY_FILES: dict[type[Driver], list[str]] = {PolicyAuthz: ["policy"]}
+FACTORY_FILES: dict[type[Driver], list[str]] = {PolicyAuthz: ["policy"], FileSecrets: ["secrets"]}
 
 #: How each reference driver is made in a scratch directory (without mounts).
 REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
     LocalVolumes: lambda root: LocalVolumes(str(root / "data"), str(root / "mnt"), bind=False),
     PolicyAuthz: _policyauthz,
+    FileSecrets: _filesecrets,
 }
 
 

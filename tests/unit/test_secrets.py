@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 
@@ -127,3 +128,14 @@ def test_activate_names_the_type() -> None:
     with PluginClient(Vault()) as client:
         assert client.call("Plugin.Activate") == {"Implements": ["secretprovider"]}
         assert client.post("/SecretProvider.Other", {}).status == 404
+
+
+def test_a_debug_log_shows_the_size_of_a_secret_never_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="plugin"), PluginClient(Vault()) as client:
+        client.call("SecretProvider.GetSecret", {"SecretName": "db"})
+    answer = '{"Value":"czNjcukAdAA=","DoNotReuse":true}'
+    assert [r.getMessage() for r in caplog.records if r.name == "plugin"] == [
+        f"SecretProvider.GetSecret -> 200 ({len(answer)} bytes)"
+    ]
