@@ -1,7 +1,14 @@
 """``python -m plugin [--socket NAME | --path PATH] module:Class [...]``
 
-Imports each driver class, instantiates it with no arguments and serves them
-all on one socket. This is the entrypoint the builder writes into config.json.
+Imports each driver class, checks the per-host settings they declare (and
+``LOG_LEVEL``), instantiates each with no arguments and serves them all on
+one socket. This is the entrypoint the builder writes into config.json.
+
+A problem at start (a bad setting, a driver that cannot be made) is one line
+``plugin: cannot start: ...`` on stderr, which the daemon logs, and exit
+status 1: the daemon then fails ``docker plugin enable`` (after its ~12 s of
+dial attempts) and leaves the plugin disabled; it restarts a plugin that
+exits at start once, not in a loop.
 """
 
 from __future__ import annotations
@@ -9,10 +16,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import sys
+from collections.abc import Iterable, Mapping
 
 from ._driver import Driver
 from ._serve import configure_logging, serve
+from .settings import Settings, check, choice
 
 
 def load_driver_class(spec: str) -> type[Driver]:
@@ -49,6 +59,28 @@ def load_driver_class(spec: str) -> type[Driver]:
     return cls
 
 
+class _KitSettings(Settings):
+    """What the kit itself reads from the environment."""
+
+    log_level = choice(["debug", "info", "warning", "error", "critical"], "info")
+
+
+def check_settings(
+    classes: Iterable[type[Driver]], environ: Mapping[str, str], log_level: str | None = None
+) -> None:
+    """SettingsError naming every bad per-host setting of the drivers
+    ``classes``, and a bad ``LOG_LEVEL`` unless ``log_level`` (the command
+    line's) overrides it or a driver declares ``LOG_LEVEL`` itself."""
+    classes = list(classes)
+    declared = [c.settings for c in classes if c.settings is not None]
+    own = {e.name for c in classes for e in c.env} | {
+        s.name for d in declared for s in d.declared()
+    }
+    if log_level is None and "LOG_LEVEL" not in own:
+        declared.insert(0, _KitSettings)
+    check(declared, environ)
+
+
 def _is_prefix(package: str, module_name: str) -> bool:
     return module_name == package or module_name.startswith(package + ".")
 
@@ -65,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     # The daemon reports only "no such file or directory" for a plugin that
     # never listens: say why on stderr, which lands in the daemon's log.
     try:
-        drivers = [load_driver_class(spec)() for spec in args.drivers]
+        classes = [load_driver_class(spec) for spec in args.drivers]
+        # Bad per-host settings stop the plugin here, in one line naming
+        # each, before any driver is made (which may read them).
+        check_settings(classes, os.environ, log_level=args.log_level)
+        drivers = [cls() for cls in classes]
     except ValueError as exc:
         print(f"plugin: cannot start: {exc}", file=sys.stderr)
         return 1

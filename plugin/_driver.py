@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ._wire import Model
 from .manifest import Args, Device, Env, Mount
+from .settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,12 +23,16 @@ class Endpoint:
     ``method_name(name)`` (``endpoint_oper_info``). ``request`` is None for the
     calls the daemon sends without arguments. ``deadline`` is how long the
     daemon waits for the answer, in seconds (None: no limit of its own).
+    ``stream``, for a call answered with a stream rather than JSON
+    (``LogDriver.ReadLogs``), turns each item the driver's iterator yields
+    into the bytes sent for it.
     """
 
     name: str
     request: type[Model] | None
     response: type[Model] | None
     deadline: float | None = None
+    stream: Callable[[Any], bytes] | None = None
 
     @property
     def method(self) -> str:
@@ -81,7 +86,9 @@ class Driver(ABC):
     mounts: ClassVar[tuple[Mount, ...]] = ()
     #: Host devices the plugin may use.
     devices: ClassVar[tuple[Device, ...]] = ()
-    #: Environment variables, settable per host.
+    #: Typed per-host settings (``plugin.settings``), rendered as ``env`` entries.
+    settings: ClassVar[type[Settings] | None] = None
+    #: Untyped environment variables, settable per host.
     env: ClassVar[tuple[Env, ...]] = ()
     #: Extra process arguments, settable per host.
     args: ClassVar[Args | None] = None

@@ -223,8 +223,24 @@ def _run(
 
     from ._app import make_app
 
+    app = make_app(*drivers)
+    names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
+    log.info("serving %s on %s", names, where)
+    _run_app(uvicorn, app, sock, stop)
+
+
+def _run_app(uvicorn: Any, app: Any, sock: socketlib.socket, stop: _StopOnSignal) -> None:
+    """Serve the ASGI ``app`` on the listening ``sock`` until ``stop``."""
+    server = _server(uvicorn, app)
+    stop.server = server
+    if not stop.signalled:
+        server.run(sockets=[sock])
+
+
+def _server(uvicorn: Any, app: Any) -> Any:
+    """The uvicorn server of a plugin, serving ``app``."""
     config = uvicorn.Config(
-        make_app(*drivers),
+        app,
         http="auto",
         ws="none",
         interface="asgi3",
@@ -240,12 +256,7 @@ def _run(
         # In-flight calls get 8 s; the daemon sends SIGKILL 10 s after SIGTERM.
         timeout_graceful_shutdown=8,
     )
-    server = uvicorn.Server(config)
-    names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
-    log.info("serving %s on %s", names, where)
-    stop.server = server
-    if not stop.signalled:
-        server.run(sockets=[sock])
+    return uvicorn.Server(config)
 
 
 class _StopOnSignal:
