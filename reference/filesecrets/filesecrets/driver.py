@@ -11,11 +11,15 @@ it; without the label, the file is named as the secret. Its labels:
 
 ``filesecrets.path``
     the file, relative to the secrets directory; no ``..``, no absolute path,
-    and no symbolic link on the way (so a link cannot reach out of it).
+    and no symbolic link on the way (so a link cannot reach out of it). It
+    may name the task's own file: ``{slot}`` is the task's replica number
+    (``certs/web-{slot}.pem``), ``{service}`` its service, ``{node}`` its
+    node's ID; each task then gets its own value.
 ``filesecrets.reuse``
-    ``true`` (the default): Swarm may give one value to every task of a node;
-    ``false``: it asks again for each task (``DoNotReuse``), so a changed file
-    reaches the next task.
+    ``true``: Swarm may give one value to every task of a node (the default
+    for a path without ``{...}``); ``false``: it asks again for each task and
+    keeps each task's value apart (``DoNotReuse``; the default for a path
+    with ``{...}``).
 
 Values never reach the plugin's log, its settings or ``docker plugin
 inspect``: they are files the host's administrator owns. Each request is
@@ -66,10 +70,12 @@ class FileSecrets(SecretProvider):
 
     def get_secret(self, req: GetSecretRequest) -> GetSecretResponse:
         labels = req.secret_labels
-        relative = labels.get(PATH_LABEL) or req.secret_name
+        template = labels.get(PATH_LABEL) or req.secret_name
         where = f"secret {req.secret_name!r}"
+        relative = _fill(template, req, where)
         parts = _parts(relative, where)
-        reuse = labels.get(REUSE_LABEL, "true")
+        per_task = relative != template
+        reuse = labels.get(REUSE_LABEL, "false" if per_task else "true")
         if reuse not in ("true", "false"):
             raise PluginError(f"{where}: label {REUSE_LABEL} must be true or false, not {reuse!r}")
         value = self._read(parts, where)
@@ -121,6 +127,41 @@ class FileSecrets(SecretProvider):
         if len(value) > MAX_SIZE:
             raise PluginError(f"{where}: {shown} grew over {MAX_SIZE} bytes while being read")
         return value
+
+
+_FIELDS = ("slot", "service", "node")
+
+
+def _fill(template: str, req: GetSecretRequest, where: str) -> str:
+    """The path with ``{slot}``, ``{service}`` and ``{node}`` filled in."""
+    if "{" not in template and "}" not in template:
+        return template
+    # The task name is <service>.<slot>.<task ID> (<service>.<node ID>.<task
+    # ID> for a global service).
+    values = {
+        "slot": req.task_name.rsplit(".", 2)[1] if req.task_name.count(".") >= 2 else "",
+        "service": req.service_name,
+        "node": req.node_id,
+    }
+    out = []
+    rest = template
+    while rest:
+        start = rest.find("{")
+        end = rest.find("}", start + 1)
+        if start < 0 or end < 0 or "}" in rest[:start]:
+            raise PluginError(f"{where}: {template!r}: unbalanced braces")
+        field = rest[start + 1 : end]
+        if field not in values:
+            known = ", ".join("{" + f + "}" for f in _FIELDS)
+            raise PluginError(f"{where}: {template!r}: unknown field {{{field}}} (known: {known})")
+        if not values[field]:
+            raise PluginError(f"{where}: {template!r}: the request has no {field}")
+        out += [rest[:start], values[field]]
+        rest = rest[end + 1 :]
+        if "{" not in rest and "}" not in rest:
+            out.append(rest)
+            break
+    return "".join(out)
 
 
 def _parts(relative: str, where: str) -> list[str]:

@@ -142,3 +142,53 @@ def test_values_are_never_logged(root: Path, caplog: pytest.LogCaptureFixture) -
     assert messages == [
         "secret 'db' from db/password for task web.1.abc of service web: 8 bytes, not reused"
     ]
+
+
+def task_request(name: str, slot: str, **labels: str) -> dict[str, Any]:
+    return {
+        "SecretName": name,
+        "SecretLabels": labels,
+        "ServiceName": "web",
+        "TaskName": f"web.{slot}.t{slot}",
+        "NodeID": "node1",
+    }
+
+
+def test_each_task_can_have_its_own_file(root: Path) -> None:
+    (root / "web").mkdir()
+    (root / "web" / "1.pem").write_bytes(b"cert one")
+    (root / "web" / "2.pem").write_bytes(b"cert two")
+    (root / "node1").write_bytes(b"node secret")
+    with PluginClient(FileSecrets(str(root))) as client:
+        answers = [
+            client.call("SecretProvider.GetSecret", task_request("cert", slot, **labels))
+            for slot, labels in [
+                ("1", {"filesecrets.path": "{service}/{slot}.pem"}),
+                ("2", {"filesecrets.path": "{service}/{slot}.pem"}),
+                ("2", {"filesecrets.path": "{service}/{slot}.pem", "filesecrets.reuse": "true"}),
+                ("1", {"filesecrets.path": "{node}"}),
+            ]
+        ]
+    assert answers == [
+        # A per-task file is not reused by default: each task keeps its own value.
+        {"Value": base64.b64encode(b"cert one").decode(), "DoNotReuse": True},
+        {"Value": base64.b64encode(b"cert two").decode(), "DoNotReuse": True},
+        {"Value": base64.b64encode(b"cert two").decode(), "DoNotReuse": False},
+        {"Value": base64.b64encode(b"node secret").decode(), "DoNotReuse": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "task", "err"),
+    [
+        ("{x}", "web.1.t", "'{x}': unknown field {x} (known: {slot}, {service}, {node})"),
+        ("a{slot", "web.1.t", "'a{slot': unbalanced braces"),
+        ("a}{slot}", "web.1.t", "'a}{slot}': unbalanced braces"),
+        ("{slot}", "", "'{slot}': the request has no slot"),
+    ],
+)  # fmt: skip
+def test_a_bad_per_task_path_says_what_is_wrong(root: Path, path: str, task: str, err: str) -> None:
+    request = {"SecretName": "s", "SecretLabels": {"filesecrets.path": path}, "TaskName": task}
+    with PluginClient(FileSecrets(str(root))) as client:
+        reply = client.post("/SecretProvider.GetSecret", request)
+    assert (reply.status, reply.json) == (500, {"Err": f"secret 's': {err}"})
