@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 engine.set(plugin_name(), args.settings)
         with console.step(f"enable {plugin_name()}"):
             engine.enable(plugin_name(), timeout=args.timeout)
-        _usage(plugin_name(), result.config, console)
+        _usage(plugin_name(), result.config, console, engine)
         return 0
     if cmd == "render":
         from ._builder import render_bundle
@@ -281,7 +281,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
         with console.step(f"enable {target}"):
-            engine.enable(target, timeout=args.timeout)
+            info = engine.enable(target, timeout=args.timeout)
+        types = (((info.get("Config") or {}).get("Interface") or {}).get("Types")) or []
+        if AUTHZ in types:
+            print("\n" + "\n".join(authz_advice(target, engine)), file=console.out, flush=True)
     elif cmd == "disable":
         with console.step(f"disable {target}"):
             engine.disable(target, force=args.force)
@@ -314,16 +317,57 @@ _TRY = {
     "docker.networkdriver/1.0": "docker network create -d {name} mynet",
     "docker.ipamdriver/1.0": "docker network create --ipam-driver {name} mynet",
     "docker.logdriver/1.0": "docker run --log-driver {short} IMAGE",
+    "docker.secretprovider/1.0": (
+        "docker secret create --driver {name} mysecret (on a Swarm manager: docker swarm init)"
+    ),
 }
+AUTHZ = "docker.authz/1.0"
 
 
-def _usage(name: str, config: dict[str, Any], console: Console) -> None:
+def authz_advice(name: str, engine: Any) -> list[str]:
+    """Whether the daemon asks the authorization plugin ``name`` about its
+    requests, and if not, how to make it: enabling one is not enough."""
+    listed = engine.authorization_plugins()
+    if listed is None:
+        return [
+            f"Could not ask the daemon whether it uses {name}: an authorization plugin acts "
+            "only once the daemon lists it in authorization-plugins (daemon.json)."
+        ]
+    mine = normalize_name(name)
+    if any(_same_plugin(entry, mine) for entry in listed):
+        return [
+            f"The daemon asks it about every request (authorization-plugins: {', '.join(listed)})."
+        ]
+    wanted = json.dumps({"authorization-plugins": [*listed, name]})
+    return [
+        f"The daemon does not ask {name} yet: an authorization plugin acts only once",
+        "the daemon lists it in authorization-plugins. When its policy is in place, add to",
+        "/etc/docker/daemon.json",
+        f"    {wanted}",
+        "and reload the daemon: sudo kill -HUP $(pidof dockerd) (or sudo systemctl reload docker).",
+        "Reload only with names `docker plugin ls` shows enabled: the daemon exits on a name",
+        "it cannot find. If the plugin then stops answering, every docker command fails: the",
+        "way back is in the kit's README (Authorization plugins: lockout and recovery).",
+    ]
+
+
+def _same_plugin(entry: str, normalized: str) -> bool:
+    try:
+        return normalize_name(entry) == normalized
+    except BundleError:
+        return False
+
+
+def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = None) -> None:
     """What to try next, from the plugin's own config."""
     short = name.removesuffix(":latest")
     lines = [f"plugin {name} is enabled."]
-    for kind in (config.get("interface") or {}).get("types") or []:
+    types = (config.get("interface") or {}).get("types") or []
+    for kind in types:
         if kind in _TRY:
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    if AUTHZ in types and engine is not None:
+        lines += authz_advice(name, engine)
     settable = [
         f"{m['name']}.source=/path"
         for m in config.get("mounts") or []

@@ -159,20 +159,32 @@ class Engine:
         with _engine_call(f"set {name}"):
             self.api.configure_plugin(name, settings)
 
-    def enable(self, name: str, timeout: int = 30) -> None:
+    def authorization_plugins(self) -> list[str] | None:
+        """The daemon's ``authorization-plugins`` (None if it cannot be asked)."""
+        try:
+            info = self.client.info()
+            listed = (info.get("Plugins") or {}).get("Authorization") or []
+        except Exception:
+            return None
+        return [str(name) for name in listed]
+
+    def enable(self, name: str, timeout: int = 30) -> dict[str, Any]:
+        """``docker plugin enable``; returns the plugin's inspect document
+        (as it was before)."""
         name = normalize_name(name)
         info = self._exists(name)
         if info is None:
             raise EngineError(f"enable {name}: no such plugin")
         if info.get("Enabled"):
             self.report(f"{name} is already enabled")
-            return
+            return info
         self.ensure_mount_sources(info)
         try:
             with _engine_call(f"enable {name}"):
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
             raise EngineError(self._enable_failure(name, str(exc), info)) from None
+        return info
 
     def disable(self, name: str, force: bool = False) -> None:
         name = normalize_name(name)
