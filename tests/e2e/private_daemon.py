@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+_LISTENING = "API listen on /run/dpk-pd-"
+
 #: The shared daemon's images that tests run on the private one.
 IMAGES = ("docker-plugin-kit/busybox:latest",)
 
@@ -58,18 +60,6 @@ class Response:
             return self.body.decode(errors="replace")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
-
-
 @dataclass
 class PrivateDaemon:
     """A dockerd of the tests' own. ``tag`` names everything it makes."""
@@ -80,6 +70,7 @@ class PrivateDaemon:
     dockerd: subprocess.Popen[bytes] | None = None
     containerd: subprocess.Popen[bytes] | None = None
     tls_port: int | None = None
+    _listening: int = 0
 
     def __post_init__(self) -> None:
         # Short paths under /run: unix socket paths are limited to 108 bytes.
@@ -113,8 +104,8 @@ class PrivateDaemon:
     # --- life -------------------------------------------------------------------
 
     def start(self, timeout: float = 60, *, wait: bool = True) -> None:
-        """Start containerd (once) and dockerd; wait until the API answers
-        (unless ``wait`` is False)."""
+        """Start containerd (once) and dockerd with ``config`` as its
+        daemon.json; wait until the API answers (unless ``wait`` is False)."""
         self.run.mkdir(mode=0o700, exist_ok=True)
         self.root.mkdir(mode=0o700, exist_ok=True)
         if self.tls and self.tls_port is None:
@@ -123,8 +114,7 @@ class PrivateDaemon:
         if self.containerd is None or self.containerd.poll() is not None:
             self._start_containerd()
         self._make_bridge()
-        if not self.config_file.exists():
-            self._write_config()
+        self._write_config()
         cmd = [
             "dockerd",
             f"--config-file={self.config_file}",
@@ -151,6 +141,7 @@ class PrivateDaemon:
                 f"--tlscert={certs / 'server.pem'}",
                 f"--tlskey={certs / 'server-key.pem'}",
             ]
+        self._listening = self.log_text().count(_LISTENING)
         with open(self.log_file, "ab") as log:
             self.dockerd = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -161,6 +152,17 @@ class PrivateDaemon:
             except AssertionError:
                 self.stop()
                 raise
+
+    def wait_listening(self, timeout: float = 60) -> None:
+        """Wait until the dockerd started last serves its API (answering or
+        not): for a daemon that drops every request."""
+        deadline = time.monotonic() + timeout
+        while self.log_text().count(_LISTENING) <= self._listening:
+            if self.dockerd is None or self.dockerd.poll() is not None:
+                raise AssertionError(f"the private dockerd exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the private dockerd is not listening after {timeout:g} s")
+            time.sleep(0.05)
 
     def wait_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -285,7 +287,11 @@ class PrivateDaemon:
     # --- talking to it ----------------------------------------------------------
 
     def docker(
-        self, *args: str, check: bool = True, timeout: float = 120, user: str | None = None,
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        user: str | None = None,
         stdin: bytes | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon (as a TLS ``user`` when given)."""
@@ -325,26 +331,26 @@ class PrivateDaemon:
         timeout: float = 60,
     ) -> Response:
         """One raw Engine API request over the unix socket: bodies and
-        headers the CLI would never send."""
-        conn = _UnixConnection(self.socket, timeout)
-        try:
-            if chunked:
-                conn.putrequest(method, path)
-                for key, value in (headers or {}).items():
-                    conn.putheader(key, value)
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.endheaders()
-                data = body or b""
-                for i in range(0, len(data), 7):
-                    piece = data[i : i + 7]
-                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                conn.send(b"0\r\n\r\n")
-            else:
-                conn.request(method, path, body=body, headers=headers or {})
-            reply = conn.getresponse()
+        headers the CLI would never send. The answer is read even when the
+        daemon answers before it read the whole body."""
+        data = body or b""
+        head = [f"{method} {path} HTTP/1.1", "Host: docker", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if chunked:
+            head.append("Transfer-Encoding: chunked")
+            pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
+            data = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        elif body is not None:
+            head.append(f"Content-Length: {len(data)}")
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.socket)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(raw)
+            reply = http.client.HTTPResponse(sock, method=method)
+            reply.begin()
             return Response(reply.status, dict(reply.getheaders()), reply.read())
-        finally:
-            conn.close()
 
     def client(self) -> Any:
         import docker  # type: ignore[import-untyped,unused-ignore]

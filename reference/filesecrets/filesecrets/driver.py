@@ -23,7 +23,9 @@ it; without the label, the file is named as the secret. Its labels:
 
 Values never reach the plugin's log, its settings or ``docker plugin
 inspect``: they are files the host's administrator owns. Each request is
-logged with the secret's name, its file, the task and the value's size.
+logged with the secret's name, its file, the task and the value's size; a
+refusal (no such file, say) is logged as a warning, since Swarm only tells
+the user "secret ... not found".
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ class FileSecrets(SecretProvider):
         self.root = os.fspath(root or SECRETS.destination)
 
     def get_secret(self, req: GetSecretRequest) -> GetSecretResponse:
+        try:
+            return self._get(req)
+        except PluginError as exc:
+            # Swarm keeps this message to its debug log and fails the task
+            # with "secret ... not found": say it where the operator looks.
+            log.warning(
+                "task %s of service %s: %s", req.task_name or "?", req.service_name or "?", exc
+            )
+            raise
+
+    def _get(self, req: GetSecretRequest) -> GetSecretResponse:
         labels = req.secret_labels
         template = labels.get(PATH_LABEL) or req.secret_name
         where = f"secret {req.secret_name!r}"

@@ -68,8 +68,12 @@ MISSING = (
 )
 
 
-def test_a_missing_secret_says_what_to_do(root: Path) -> None:
-    assert get(root, "nope") == (500, {"Err": MISSING.format("nope")})
+def test_a_missing_secret_says_what_to_do(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="filesecrets"):
+        assert get(root, "nope") == (500, {"Err": MISSING.format("nope")})
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "filesecrets"] == [
+        ("WARNING", "task web.1.abc of service web: " + MISSING.format("nope"))
+    ]
     assert get(root, "nope", **{"filesecrets.path": "db/nope"}) == (
         500,
         {"Err": MISSING.format("db/nope")},
