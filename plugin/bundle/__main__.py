@@ -327,28 +327,36 @@ AUTHZ = "docker.authz/1.0"
 def authz_advice(name: str, engine: Any) -> list[str]:
     """Whether the daemon asks the authorization plugin ``name`` about its
     requests, and if not, how to make it: enabling one is not enough."""
-    listed = engine.authorization_plugins()
-    if listed is None:
-        return [
-            f"Could not ask the daemon whether it uses {name}: an authorization plugin acts "
-            "only once the daemon lists it in authorization-plugins (daemon.json)."
-        ]
+    state = engine.authorization_plugins()
     mine = normalize_name(name)
-    if any(_same_plugin(entry, mine) for entry in listed):
+    if state.at_start is not None and _listed(state.at_start, mine):
         return [
-            f"The daemon asks it about every request (authorization-plugins: {', '.join(listed)})."
+            "The daemon asks it about every request "
+            f"(authorization-plugins: {', '.join(state.at_start)})."
         ]
-    wanted = json.dumps({"authorization-plugins": [*listed, name]})
+    path = state.config_file or "/etc/docker/daemon.json"
+    if state.in_file is not None and _listed(state.in_file, mine):
+        return [
+            f"{path} lists it in authorization-plugins: the daemon asks it once reloaded",
+            "(sudo kill -HUP $(pidof dockerd)); `docker info` shows the list the daemon",
+            "started with.",
+        ]
+    current = state.in_file if state.in_file is not None else state.at_start or []
+    wanted = json.dumps({"authorization-plugins": [*current, name]})
     return [
         f"The daemon does not ask {name} yet: an authorization plugin acts only once",
         "the daemon lists it in authorization-plugins. When its policy is in place, add to",
-        "/etc/docker/daemon.json",
+        f"{path}",
         f"    {wanted}",
         "and reload the daemon: sudo kill -HUP $(pidof dockerd) (or sudo systemctl reload docker).",
         "Reload only with names `docker plugin ls` shows enabled: the daemon exits on a name",
         "it cannot find. If the plugin then stops answering, every docker command fails: the",
         "way back is in the kit's README (Authorization plugins: lockout and recovery).",
     ]
+
+
+def _listed(names: list[str], normalized: str) -> bool:
+    return any(_same_plugin(entry, normalized) for entry in names)
 
 
 def _same_plugin(entry: str, normalized: str) -> bool:
