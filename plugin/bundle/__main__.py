@@ -351,7 +351,7 @@ def authz_advice(name: str, engine: Any) -> list[str]:
         "and reload the daemon: sudo kill -HUP $(pidof dockerd) (or sudo systemctl reload docker).",
         "Reload only with names `docker plugin ls` shows enabled: the daemon exits on a name",
         "it cannot find. If the plugin then stops answering, every docker command fails: the",
-        "way back is in the kit's README (Authorization plugins: lockout and recovery).",
+        "way back is in the kit's README, under Lockout and recovery.",
     ]
 
 

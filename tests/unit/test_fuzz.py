@@ -119,9 +119,19 @@ def reference_drivers() -> list[type[Driver]]:
     found = {
         cls
         for cls in _subclasses(Driver)
-        if cls.__module__.startswith(("reference.", *packages)) and not inspect.isabstract(cls)
+        if cls.__module__.startswith(("reference.", *packages))
+        and not inspect.isabstract(cls)
+        and cls.__name__ not in NOT_YET_TARGETS
     }
     return sorted(found, key=lambda cls: cls.__name__)
+
+
+#: Reference drivers left out, and why (each is still fuzzed through the
+#: fake drivers of its type).
+NOT_YET_TARGETS = {
+    "FileLogs": "its calls open the FIFOs the request names (logmetrics decides how to fuzz it)",
+    "MetricsExport": "its calls bind a TCP port (logmetrics decides how to fuzz it)",
+}
 
 
 def _policyauthz(root: Path) -> Driver:

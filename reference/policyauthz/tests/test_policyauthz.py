@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -569,3 +570,22 @@ def test_the_plugin_id_comes_from_its_mounts(
     assert policyauthz.driver._own_plugin_id() == OWN_ID
     mountinfo.write_text("22 1 0:21 / / rw - overlay overlay rw\n")
     assert policyauthz.driver._own_plugin_id() is None
+
+
+def test_the_example_policy_is_valid_and_strict(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "policy.example.yaml"
+    shutil.copy(example, tmp_path / "policy.yaml")
+    with PluginClient(PolicyAuthz(str(tmp_path), own_id=OWN_ID)) as client:
+        assert ask(client, "GET", "/v1.41/containers/json") == (True, "")
+        assert ask(client, "POST", CREATE, {"HostConfig": {"Privileged": True}}) == (
+            False,
+            PRIVILEGED,
+        )
+        assert ask(client, "POST", CREATE, {"HostConfig": {"Binds": ["/srv:/srv"]}}) == (
+            False,
+            "mounting the host path /srv is denied (rule host_mounts; allowed: none)",
+        )
+        assert ask(client, "POST", "/v1.41/plugins/policyauthz/disable") == (
+            False,
+            "disable of the authorization plugin policyauthz is denied (rule plugins)",
+        )
