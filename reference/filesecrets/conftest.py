@@ -1,4 +1,4 @@
-"""Makes the project's package importable in its tests (pytest from any directory)."""
+"""Makes the project's packages importable in its tests, wherever pytest runs."""
 
 import sys
 from pathlib import Path
