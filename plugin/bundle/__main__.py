@@ -240,6 +240,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._engine import docker_client
 
         client = docker_client()
+        if cmd == "plugin" and args.arch:
+            from ._platform import daemon_arch
+
+            here = daemon_arch(client)
+            if get_arch(args.arch).name != here:
+                raise BundleError(
+                    f"plugin --arch {args.arch}: this daemon runs linux/{here}, so the plugin "
+                    f"could not be enabled here; build it (--arch {args.arch} build) and "
+                    "publish it (push TAG...)"
+                )
         start = time.monotonic()
         result = build_bundle(get_project(), client, console.step, console.line)
         console.line(

@@ -22,9 +22,16 @@ from ._config import (
     template_context,
     write_json,
 )
-from ._errors import BuildError, ConfigError
+from ._errors import BuildError, BundleError, ConfigError
 from ._foreign import ensure_emulation, foreign_base_image
-from ._platform import check_platform, daemon_arch, record_platform, target_arch
+from ._platform import (
+    check_platform,
+    daemon_arch,
+    record_platform,
+    recorded_platform,
+    rootfs_arch,
+    target_arch,
+)
 from ._project import Project
 from ._rootfs import (
     build_image,
@@ -239,4 +246,17 @@ def validate_bundle(bundle: Path) -> list[str]:
     """Check ``bundle``/config.json against ``bundle``/rootfs; ConfigError
     naming every problem, else the warnings."""
     path = bundle / "config.json"
-    return check_config(read_config(path), bundle / "rootfs", str(path))
+    config = read_config(path)
+    warnings = check_config(config, bundle / "rootfs", str(path))
+    recorded = recorded_platform(config)
+    if recorded is not None:
+        try:
+            found = f"linux/{rootfs_arch(bundle / 'rootfs', config.get('entrypoint') or [])}"
+        except BundleError:
+            found = recorded  # no entrypoint to read: check_config has said so
+        if found != recorded:
+            raise ConfigError(
+                f"{path}: env PLUGIN_PLATFORM says {recorded} but the rootfs is for {found} "
+                "(rebuild the bundle)"
+            )
+    return warnings

@@ -26,8 +26,10 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -173,9 +175,31 @@ def _mirror(root: Path = Path("/")) -> str | None:
     return None
 
 
+#: The suite's Python: bytecode is the same on every architecture, so this
+#: host compiles it when it runs the same version.
+SUITE_PYTHON = (3, 11)
+
+
+def _hooks() -> list[str]:
+    """The extract hooks: HOOKS, then the Python library compiled to
+    bytecode by this host's Python when it is the suite's version. Debian
+    compiles it when a package is configured, which the extract variant
+    skips; under emulation every start would compile it again (pip's
+    start: 10 s instead of 2 s)."""
+    hooks = list(HOOKS)
+    if sys.version_info[:2] == SUITE_PYTHON:
+        version = ".".join(map(str, SUITE_PYTHON))
+        hooks.append(
+            f'{shlex.quote(sys.executable)} -m compileall -q -j 0 -s "$1" -p / '
+            f'"$1/usr/lib/python{version}" "$1/usr/lib/python3/dist-packages" >/dev/null'
+        )
+    return hooks
+
+
 def base_recipe(arch: Arch) -> dict[str, Any]:
     """What the base image is made from; its digest labels the image."""
-    return {"suite": SUITE, "arch": arch.debian, "packages": list(PACKAGES), "hooks": list(HOOKS)}
+    hooks = [h.replace(shlex.quote(sys.executable), "python3") for h in _hooks()]
+    return {"suite": SUITE, "arch": arch.debian, "packages": list(PACKAGES), "hooks": hooks}
 
 
 def _recipe_key(recipe: dict[str, Any]) -> str:
@@ -217,7 +241,7 @@ def _unpack_packages(arch: Arch, out: Path, report: Report) -> None:
         "--variant=extract",
         f"--architectures={arch.debian}",
         f"--include={','.join(PACKAGES)}",
-        *(f"--extract-hook={hook}" for hook in HOOKS),
+        *(f"--extract-hook={hook}" for hook in _hooks()),
         SUITE,
         str(out),
     ]

@@ -247,6 +247,9 @@ class FakeClient:
         self.api = FakeAPI()
         self.images = FakeImages()
 
+    def version(self) -> dict[str, Any]:
+        return self.api.version()
+
 
 @pytest.fixture
 def client() -> FakeClient:

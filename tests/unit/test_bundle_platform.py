@@ -520,3 +520,77 @@ def test_a_base_made_here_before_is_used_without_pulling(monkeypatch: pytest.Mon
         ["acme/python:bookworm-arm64"],
         [],
     )
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def cli(*argv: str) -> tuple[int, list[str]]:
+    from plugin.bundle.__main__ import main
+
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue().splitlines()
+
+
+def test_validate_checks_the_recorded_platform_against_the_rootfs(tmp_path: Path) -> None:
+    from tests.unit.test_bundle_config import good
+    from tests.unit.test_bundle_config import make_rootfs as make_plugin_rootfs
+
+    rootfs = make_plugin_rootfs(tmp_path / "rootfs")
+    (rootfs / "usr/bin/python3.11").write_bytes(X86_64)
+    config = good()
+    config["env"] = [{"name": PLATFORM_ENV, "settable": [], "value": "linux/amd64"}]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    argv = ["--project", str(tmp_path / "none.toml"), "--bundle", str(tmp_path), "validate"]
+    assert cli(*argv)[0] == 0
+    config["env"][0]["value"] = "linux/arm64"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert cli(*argv) == (
+        1,
+        [
+            f"==> validate {tmp_path}",
+            f"error: {tmp_path}/config.json: env PLUGIN_PLATFORM says linux/arm64 but the rootfs "
+            "is for linux/amd64 (rebuild the bundle)",
+        ],
+    )
+
+
+def test_plugin_for_another_architecture_is_refused_before_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plugin.bundle._engine as engine_module
+    from tests.unit.test_bundle_engine import FakeClient
+
+    client = FakeClient()
+    monkeypatch.setattr(engine_module, "docker_client", lambda timeout=600: client)
+    (tmp_path / "plugin.toml").write_text(
+        '[plugin]\nname = "acme/vol"\ndrivers = ["a.b:C"]\nsocket = "t.sock"\n'
+    )
+    code, lines = cli("--project", str(tmp_path / "plugin.toml"), "--arch", "arm64", "plugin")
+    assert (code, lines) == (
+        1,
+        [
+            "error: plugin --arch arm64: this daemon runs linux/amd64, so the plugin could not be "
+            "enabled here; build it (--arch arm64 build) and publish it (push TAG...)"
+        ],
+    )
+
+
+def test_the_base_library_is_compiled_by_this_host_when_it_runs_the_same_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setattr(foreign, "SUITE_PYTHON", sys.version_info[:2])
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    compiled = foreign._hooks()
+    assert compiled[:-1] == list(foreign.HOOKS)
+    assert compiled[-1].endswith(
+        f' -m compileall -q -j 0 -s "$1" -p / "$1/usr/lib/python{version}" '
+        '"$1/usr/lib/python3/dist-packages" >/dev/null'
+    )
+    key = foreign._recipe_key(foreign.base_recipe(get_arch("arm64")))
+    monkeypatch.setattr(foreign, "SUITE_PYTHON", (2, 7))
+    assert foreign._hooks() == list(foreign.HOOKS)  # another version's bytecode: none
+    assert foreign._recipe_key(foreign.base_recipe(get_arch("arm64"))) != key
