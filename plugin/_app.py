@@ -96,7 +96,17 @@ def make_app(*drivers: Driver) -> App:
                 if request is not None:
                     compile_model(request)
                 timeout = driver.call_timeout(endpoint)
-                calls[path] = _handler(path[1:], endpoint, request, fn, timeout, threads)
+                message = driver.timeout_message(endpoint, timeout) if timeout else ""
+                calls[path] = _handler(
+                    path[1:],
+                    endpoint,
+                    request,
+                    fn,
+                    timeout,
+                    message,
+                    threads,
+                    driver.log_answers,
+                )
     return App(calls)
 
 
@@ -189,7 +199,9 @@ def _handler(
     request_type: type[Model] | None,
     fn: Callable[..., Any],
     timeout: float | None,
+    timeout_message: str,
     threads: ThreadPoolExecutor,
+    log_answers: bool = True,
 ) -> Handler:
     response_type = endpoint.response
     is_async = inspect.iscoroutinefunction(fn)
@@ -203,13 +215,7 @@ def _handler(
 
     def timeout_error() -> bytes:
         log.error("%s still running after %g s; answered with a timeout", call, timeout)
-        return encode(
-            {
-                "Err": f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
-                f"at {endpoint.deadline:g} s); the operation may still finish: check its "
-                "result before retrying"
-            }
-        )
+        return encode({"Err": timeout_message})
 
     async def call_driver(args: tuple[Any, ...], send: Send) -> Any:
         if inline:
@@ -271,7 +277,10 @@ def _handler(
             await _answer(send, 500, encode({"Err": message}))
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
+            shown = (
+                payload[:200].decode(errors="replace") if log_answers else f"({len(payload)} bytes)"
+            )
+            log.debug("%s -> 200 %s", call, shown)
         await _answer(send, 200, payload)
 
     return handle

@@ -1,6 +1,8 @@
-"""The reference projects on sys.path; the counts the reliability tests
-report (fuzz cases tried, faults injected, concurrent operations run),
-printed at the end of every run, -q included."""
+"""Counts the reliability tests report (fuzz cases tried, faults injected,
+concurrent operations run), printed at the end of every run, -q included.
+
+Also makes every reference project (``reference/<name>/``, an author project
+with its package ``<name>/``) importable, as its own tests do."""
 
 from __future__ import annotations
 

@@ -102,6 +102,47 @@ def test_host_network_for_a_volume_plugin_only() -> None:
     assert warnings(with_(network={"type": ""})) == []
 
 
+AUTHZ_NETWORK = (
+    "network.type: 'host' gives an authorization plugin the host's network; it needs it only "
+    'to fetch its policy from elsewhere (otherwise use "")'
+)
+PROPAGATED = (
+    "propagatedMount: shares the plugin's mounts with the host; only a volume plugin has use "
+    "for it (leave it out)"
+)
+
+
+def typed(*types: str, **changes: Any) -> dict[str, Any]:
+    config = with_(interface={"types": list(types), "socket": "t.sock"})
+    del config["propagatedMount"]  # a volume plugin's
+    config.update(changes)
+    return config
+
+
+def test_host_network_for_an_authorization_plugin_only() -> None:
+    authz = "docker.authz/1.0"
+    assert warnings(typed(authz, network={"type": "host"})) == [AUTHZ_NETWORK]
+    assert warnings(typed(authz, network={"type": ""})) == []
+    # A secret provider may reach a vault; a plugin of two types has its reasons.
+    assert warnings(typed("docker.secretprovider/1.0", network={"type": "host"})) == []
+    both = typed(authz, "docker.networkdriver/1.0", network={"type": "host"})
+    assert warnings(both) == []
+
+
+def test_a_propagated_mount_for_authorization_and_secrets() -> None:
+    for types in (
+        ["docker.authz/1.0"],
+        ["docker.secretprovider/1.0"],
+        ["docker.authz/1.0", "docker.secretprovider/1.0"],
+    ):
+        config = typed(*types, propagatedMount="/mnt/volumes")
+        assert warnings(config) == [PROPAGATED], types
+        assert warnings(typed(*types)) == [], types
+    mixed = typed("docker.authz/1.0", "docker.volumedriver/1.0", propagatedMount="/mnt/volumes")
+    assert warnings(mixed) == []
+    assert warnings(good()) == []  # a volume plugin's
+
+
 IPAM_HOST_NETWORK = (
     "network.type: 'host' gives an IPAM plugin the host's network; it hands out addresses and "
     'needs it only to reach a remote address service (otherwise use "")'
