@@ -24,6 +24,7 @@ EXPECTED = {
     "volume": [
         ".dockerignore",
         ".github/workflows/ci.yml",
+        ".github/workflows/publish.yml",
         ".gitignore",
         "Makefile",
         "README.md",
@@ -147,8 +148,9 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
     init_project(tmp_path / "again", "volume", name="myvol")
     assert error(tmp_path / "again", name="myvol") == (
         f"init: {tmp_path / 'again'} already has .dockerignore, .github/workflows/ci.yml, "
-        ".gitignore, Makefile, conftest.py, myvol/__init__.py, myvol/driver.py, plugin.toml, "
-        "tests/test_myvol.py (init never overwrites a file; --force does)"
+        ".github/workflows/publish.yml, .gitignore, Makefile, conftest.py, myvol/__init__.py, "
+        "myvol/driver.py, plugin.toml, tests/test_myvol.py (init never overwrites a file; "
+        "--force does)"
     )
     init_project(root, "volume", force=True, name="myvol")
     assert (root / ".github" / "workflows" / "ci.yml").read_text() != "mine\n"
