@@ -224,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, help="a built policyauthz bundle (default: build)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from tests.e2e.private_daemon import PrivateDaemon
+    from tests.e2e.private_daemon import PrivateDaemon, stopped_cleanly
 
     daemon = PrivateDaemon()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stopped_cleanly())
+        stack.callback(daemon.shutdown)
         daemon.start()
         daemon.load_images(IMAGE)
         with plugins(daemon, args.bundle) as names:
@@ -248,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
                     daemon.configure(**{"authorization-plugins": chain})
                     mode.run_container(conn)
             conn.close()
-    finally:
-        daemon.shutdown()
     print(
         f"\n{args.rounds} rounds of {args.requests} sequential GET {PATH} per mode on one "
         f"keep-alive connection, interleaved, after {args.warmup} warm-up each; medians over "
