@@ -4,6 +4,7 @@ legacy plugin's socket is 0660 with a chosen group (plugin/_serve.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import io
 import json
@@ -471,3 +472,34 @@ def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.mark.parametrize("name", ["policyauthz", "filesecrets"])
+def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path: Path) -> None:
+    project_file = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    project = load_project(project_file)
+    if not (project.root / "config.json.j2").exists():
+        # Until the builder gives every project the kit's default template.
+        project = dataclasses.replace(project, root=ROOT)
+    declared = requirements(load_drivers(project))
+    for mount in declared.mounts:  # as the build creates them
+        (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
+    config, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == []
+    (bundle / "config.json").write_text(json.dumps(config))
+    # No capability, no network, no propagated mount; one read-only mount.
+    assert check_config(config, rootfs, declared=declared) == []
+    assert (declared.linux_capabilities, declared.network, declared.propagated_mount) == (
+        (),
+        "",
+        None,
+    )
+    assert [(m.name, m.options) for m in declared.mounts] == [
+        ({"policyauthz": "policy", "filesecrets": "secrets"}[name], ("rbind", "ro"))
+    ]
+    assert run("--project", str(project_file), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
