@@ -8,6 +8,7 @@ the whole image: the slowest step).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -125,13 +126,15 @@ def dev(engine_ready: None) -> Iterator[DevSession]:
         gone = docker("plugin", "inspect", name, check=False)
         if removed.returncode == 0 or "not found" in gone.stderr:
             shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(project, ignore_errors=True)
+        log.unlink(missing_ok=True)
         # Its images, once another build took the tag.
+        from plugin.bundle import BundleError
         from plugin.bundle._engine import docker_client
         from plugin.bundle._rootfs import remove_replaced_images
 
-        remove_replaced_images(docker_client(), project / "rootfs-build", keep="")
-        shutil.rmtree(project, ignore_errors=True)
-        log.unlink(missing_ok=True)
+        with contextlib.suppress(BundleError):
+            remove_replaced_images(docker_client(), project / "rootfs-build", keep="")
 
 
 def test_dev_mode_creates_a_marked_plugin_that_runs_the_source_from_the_host(
