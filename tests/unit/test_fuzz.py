@@ -51,6 +51,7 @@ from hypothesis import strategies as st
 from localvol.driver import LocalVolumes
 from policyauthz.driver import PolicyAuthz
 from poolipam import PoolIpam
+from poolipam.driver import PoolSettings
 
 import plugin
 from plugin import Driver, Endpoint, PluginError, ipam, network
@@ -155,7 +156,7 @@ REFERENCE_FACTORIES: dict[type[Driver], Callable[[Path], Driver]] = {
     LocalVolumes: lambda root: LocalVolumes(str(root / "data"), str(root / "mnt"), bind=False),
     PolicyAuthz: _policyauthz,
     FileSecrets: _filesecrets,
-    PoolIpam: lambda root: PoolIpam(str(root / "data"), environ={}),
+    PoolIpam: lambda root: PoolIpam(str(root / "data"), PoolSettings.parse({})),
     BridgeNetworks: lambda root: BridgeNetworks(str(root / "data"), MemoryHost()),
 }
 
@@ -360,7 +361,7 @@ def consistent(target: Target, client: PluginClient) -> None:
         # What a restarted plugin would read is what the running one holds.
         assert os.listdir(target.root) == ["data"]
         assert sorted(os.listdir(target.root / "data")) == ["state.json"]
-        again = PoolIpam(str(target.root / "data"), environ={})
+        again = PoolIpam(str(target.root / "data"), PoolSettings.parse({}))
         assert again._pools == target.drivers[0]._pools
         return
     if isinstance(target.drivers[0], BridgeNetworks):
