@@ -11,7 +11,9 @@ needs a package this host does not have is built too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -110,9 +112,84 @@ def _use_volume(name: str) -> None:
         docker("volume", "rm", "-f", volume, check=False)
 
 
+def _subnet() -> str:
+    """A /24 for one test (10.100-150: clear of the other e2e files' ranges)."""
+    return f"10.{random.randint(100, 150)}.{random.randint(0, 255)}"
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True)
+    return {link["ifname"] for link in json.loads(out.stdout)}
+
+
+def _ip_of(container: str, network: str) -> str:
+    info = json.loads(docker("inspect", container).stdout)[0]
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def _use_network(name: str) -> None:
+    """Two containers on a network of the skeleton reach each other and the
+    gateway; the bridge and veths it made go with the containers and the network."""
+    net, base = f"dpk-net-{uuid.uuid4().hex[:8]}", _subnet()
+    containers = [f"dpk-c-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        docker("network", "create", "-d", f"{name}:latest", "--subnet", f"{base}.0/24",
+               "--gateway", f"{base}.1", net)  # fmt: skip
+        bridge = "nb-" + docker("network", "inspect", "-f", "{{.Id}}", net).stdout[:12]
+        before = _links()
+        assert bridge in before
+        for container in containers:
+            docker("run", "-d", "--name", container, "--network", net, TEST_IMAGE, "sleep", "600")
+        ip1, ip2 = (_ip_of(c, net) for c in containers)
+        shown = docker("exec", containers[0], "ip", "-o", "-4", "addr", "show", "eth0").stdout
+        assert f" inet {ip1}/24 " in shown, shown
+        for address in (ip2, f"{base}.1"):
+            docker("exec", containers[0], "ping", "-c", "1", "-W", "2", address)
+        veths = _links() - before
+        assert len([v for v in veths if v.startswith("ve-")]) == 2, veths
+        docker("rm", "-f", *containers)
+        docker("network", "rm", net)
+        assert not (_links() & (veths | {bridge}))
+    finally:
+        docker("rm", "-f", *containers, check=False)
+        docker("network", "rm", net, check=False)
+
+
+def _use_ipam(name: str) -> None:
+    """A network of Docker's bridge driver takes its addresses from the
+    skeleton: the gateway first, then the range, or exactly what --ip says."""
+    net, base = f"dpk-net-{uuid.uuid4().hex[:8]}", _subnet()
+    containers = [f"dpk-c-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    plugin_id = docker("plugin", "inspect", "-f", "{{.Id}}", f"{name}:latest").stdout.strip()
+    package = name.rsplit("/", 1)[-1]
+    state = Path(f"/var/lib/docker/plugins/{plugin_id}/rootfs/var/lib/{package}/state.json")
+    try:
+        docker("network", "create", "--ipam-driver", f"{name}:latest", "--subnet",
+               f"{base}.0/24", "--ip-range", f"{base}.128/25", net)  # fmt: skip
+        info = json.loads(docker("network", "inspect", net).stdout)[0]
+        assert info["IPAM"]["Driver"] == f"{name}:latest"
+        docker("run", "-d", "--name", containers[0], "--network", net, TEST_IMAGE, "sleep", "600")
+        docker("run", "-d", "--name", containers[1], "--network", net, "--ip", f"{base}.9",
+               TEST_IMAGE, "sleep", "600")  # fmt: skip
+        assert [_ip_of(c, net) for c in containers] == [f"{base}.128", f"{base}.9"]
+        docker("exec", containers[0], "ping", "-c", "1", "-W", "2", f"{base}.9")
+        pools = json.loads(state.read_text())["pools"]
+        assert pools[f"{base}.0/24"]["addresses"] == [f"{base}.1", f"{base}.9", f"{base}.128"]
+        docker("rm", "-f", *containers)
+        docker("network", "rm", net)
+        assert json.loads(state.read_text())["pools"] == {}
+    finally:
+        docker("rm", "-f", *containers, check=False)
+        docker("network", "rm", net, check=False)
+
+
 #: How each type's plugin is used through the daemon; a type init knows
 #: needs one here.
-USE: dict[str, Callable[[str], None]] = {"volume": _use_volume}
+USE: dict[str, Callable[[str], None]] = {
+    "volume": _use_volume,
+    "network": _use_network,
+    "ipam": _use_ipam,
+}
 
 
 @contextlib.contextmanager

@@ -34,6 +34,34 @@ EXPECTED = {
         "myvol/__init__.py",
         "myvol/driver.py",
     ],
+    "network": [
+        ".dockerignore",
+        ".github/workflows/ci.yml",
+        ".github/workflows/publish.yml",
+        ".gitignore",
+        "Dockerfile",
+        "Makefile",
+        "README.md",
+        "conftest.py",
+        "plugin.toml",
+        "tests/test_myvol.py",
+        "myvol/__init__.py",
+        "myvol/driver.py",
+        "myvol/host.py",
+    ],
+    "ipam": [
+        ".dockerignore",
+        ".github/workflows/ci.yml",
+        ".github/workflows/publish.yml",
+        ".gitignore",
+        "Makefile",
+        "README.md",
+        "conftest.py",
+        "plugin.toml",
+        "tests/test_myvol.py",
+        "myvol/__init__.py",
+        "myvol/driver.py",
+    ],
 }
 
 
@@ -48,7 +76,13 @@ def test_every_type_has_its_expected_files() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(TYPES))
-def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> None:
+def test_a_new_project_loads_and_its_tests_pass(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every type's project has a package myvol: this one's is imported here.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for module in [m for m in sys.modules if m.split(".")[0] == "myvol"]:
+        monkeypatch.delitem(sys.modules, module)
     root = tmp_path / "myvol"
     result = init_project(root, kind)
     assert sorted(result.written) == sorted(EXPECTED[kind])
@@ -56,7 +90,7 @@ def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> No
     project = load_project(root)
     assert project.name == "myvol:latest"
     assert project.socket == "myvol.sock"
-    assert project.slim is True
+    assert project.slim is not bool(TYPES[kind].slim_off)
     # The drivers load and declare what the daemon needs of their type.
     drivers = load_drivers(project)
     assert requirements(drivers).interface_types == (drivers[0].capability,)
@@ -157,7 +191,9 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
-    assert error(tmp_path / "x", "storage") == "init: unknown plugin type 'storage' (known: volume)"
+    assert error(tmp_path / "x", "storage") == (
+        "init: unknown plugin type 'storage' (known: ipam, network, volume)"
+    )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "
         "acme/myplugin:1.0 or localhost:5000/acme/myplugin"
