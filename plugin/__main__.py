@@ -2,55 +2,22 @@
 
 Imports each driver class, instantiates it with no arguments and serves them
 all on one socket. This is the entrypoint the builder writes into config.json.
+
+The socket is bound first, with nothing but ``plugin._socket`` loaded, then
+the drivers are imported and made, then the server: connections made in the
+meantime wait in the socket's backlog. When a driver cannot be loaded the
+socket is removed again and the process exits with one line on stderr: the
+daemon dials a plugin's socket half a second after starting it, so a plugin
+that fails at start-up still fails ``docker plugin enable``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
+import socket
 import sys
 
-from ._driver import Driver
-from ._serve import configure_logging, serve
-
-
-def load_driver_class(spec: str) -> type[Driver]:
-    """``package.module:ClassName`` -> the class.
-
-    ValueError with a one-line reason when the spec is malformed, names no
-    module or attribute, or names something that is not a driver class. An
-    error raised while the module itself is imported propagates unchanged.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"driver {spec!r} must be written module:ClassName")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a missing module of the spec is the spec's fault; a missing
-        # dependency of the driver's module is a real import error.
-        if exc.name is None or not _is_prefix(exc.name, module_name):
-            raise
-        raise ValueError(f"driver {spec!r}: no module named {exc.name!r}") from None
-    try:
-        cls = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(
-            f"driver {spec!r}: module {module_name!r} has no attribute {attr!r}"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise ValueError(
-            f"driver {spec!r}: not a driver class (a subclass of VolumeDriver or another type)"
-        )
-    if inspect.isabstract(cls):
-        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
-        raise ValueError(f"driver {spec!r}: abstract class, implement {missing}")
-    return cls
-
-
-def _is_prefix(package: str, module_name: str) -> bool:
-    return module_name == package or module_name.startswith(package + ".")
+from ._socket import listening, socket_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,25 +28,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=None, help="default: $LOG_LEVEL, else info")
     parser.add_argument("drivers", nargs="+", metavar="module:Class")
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    # The daemon reports only "no such file or directory" for a plugin that
-    # never listens: say why on stderr, which lands in the daemon's log.
     try:
-        drivers = [load_driver_class(spec)() for spec in args.drivers]
-    except ValueError as exc:
-        print(f"plugin: cannot start: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        serve(*drivers, socket=args.socket, path=args.path, log_level=args.log_level)
+        at = socket_path(args.socket, args.path)
+        with listening(at) as sock:
+            return _serve(args, sock, at)
     except (OSError, ValueError) as exc:
         print(f"plugin: cannot serve: {exc}", file=sys.stderr)
         return 1
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, where: str) -> int:
+    from ._driver import load_driver_class
+    from ._serve import StopOnSignal, configure_logging, log, serve_on
+
+    configure_logging(args.log_level)
+    with StopOnSignal() as stop:
+        # The daemon reports only "no such file or directory" for a plugin
+        # that never listens: say why on stderr, which lands in its log.
+        try:
+            drivers = [load_driver_class(spec)() for spec in args.drivers]
+        except ValueError as exc:
+            print(f"plugin: cannot start: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        serve_on(drivers, sock, where, stop)
+    log.info("stopped")
     return 0
 
 

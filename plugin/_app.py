@@ -15,11 +15,13 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver, Endpoint
+from ._http import ONE_WRITE
 from ._wire import MAX_BODY, Model, compile_model, decode_body, encode
 from .errors import BadRequest, PluginError
 
@@ -72,6 +74,7 @@ def make_app(*drivers: Driver) -> App:
         raise ValueError("make_app() needs at least one driver")
     seen: set[str] = set()
     threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="plugin")
+    deadlines = _Deadlines()
     calls: dict[str, Handler] = {"/Plugin.Activate": _activate_handler(drivers)}
     for driver in drivers:
         if not isinstance(driver, Driver):
@@ -87,7 +90,7 @@ def make_app(*drivers: Driver) -> App:
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
                 timeout = driver.call_timeout(endpoint)
-                calls[path] = _handler(path[1:], endpoint, fn, timeout, threads)
+                calls[path] = _handler(path[1:], endpoint, fn, timeout, threads, deadlines)
     return App(calls)
 
 
@@ -123,7 +126,10 @@ def error_response(status: int, message: str) -> Response:
     return _json(status, encode({"Err": message}))
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def _answer(scope: Scope, send: Send, status: int, body: bytes) -> None:
+    writes = scope.get(ONE_WRITE)
+    if writes is not None:  # head and body in one write (plugin._http)
+        writes.hold()
     await send(
         {
             "type": "http.response.start",
@@ -156,6 +162,7 @@ def _handler(
     fn: Callable[..., Any],
     timeout: float | None,
     threads: ThreadPoolExecutor,
+    deadlines: _Deadlines,
 ) -> Handler:
     request_type = endpoint.request
     response_type = endpoint.response
@@ -178,14 +185,15 @@ def _handler(
             }
         )
 
-    async def call_driver(args: tuple[Any, ...], send: Send) -> Any:
+    async def call_driver(args: tuple[Any, ...], scope: Scope, send: Send) -> Any:
         if inline:
             result = fn(*args)
         elif is_async:
             if timeout is None:
-                result = await fn(*args)
-            else:
-                result = await _with_deadline(call, fn(*args), timeout, timeout_error, send)
+                return await fn(*args)
+            return await _with_deadline(
+                call, fn(*args), timeout, timeout_error, scope, send, deadlines
+            )
         else:
             # Plain methods may block: keep them off the event loop.
             future = asyncio.get_running_loop().run_in_executor(threads, fn, *args)
@@ -193,13 +201,13 @@ def _handler(
                 result = await future
             else:
                 try:
-                    result = await _within(future, timeout)
+                    result = await _within(future, timeout, deadlines)
                 except _TimedOut:
                     # A thread cannot be stopped: the call goes on, and is
                     # logged when it ends, while the daemon gets an answer.
                     _late.add(future)
                     future.add_done_callback(lambda f: _finished_late(call, f))
-                    await _answer(send, 500, timeout_error())
+                    await _answer(scope, send, 500, timeout_error())
                     return _ANSWERED
         if inspect.isawaitable(result):  # a plain wrapper of an async method
             result = await result
@@ -209,7 +217,7 @@ def _handler(
         try:
             body = await _read_body(scope, receive)
             req = decode_body(body, request_type)
-            result = await call_driver((req,) if takes_request else (), send)
+            result = await call_driver((req,) if takes_request else (), scope, send)
             if result is _ANSWERED:
                 return
             if result is None and default_response is not None:
@@ -225,7 +233,7 @@ def _handler(
         except PluginError as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %d %s", call, exc.status, exc.message)
-            await _answer(send, exc.status, encode({"Err": exc.message}))
+            await _answer(scope, send, exc.status, encode({"Err": exc.message}))
             return
         except _Disconnected:
             log.debug("%s: the daemon closed the connection before sending the body", call)
@@ -235,11 +243,11 @@ def _handler(
             # No traceback, message or path goes to the daemon (the log has
             # them); the daemon prefixes the call name itself.
             message = f"unexpected {type(exc).__name__} in the plugin (see its log)"
-            await _answer(send, 500, encode({"Err": message}))
+            await _answer(scope, send, 500, encode({"Err": message}))
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
-        await _answer(send, 200, payload)
+        await _answer(scope, send, 200, payload)
 
     return handle
 
@@ -247,27 +255,76 @@ def _handler(
 _ANSWERED = object()  # call_driver's result when the timeout was answered already
 
 
+class _Deadlines:
+    """When the calls in flight must be answered for, watched by one timer set
+    for the earliest of them: calls nearly always end long before their
+    deadline, and a timer per call costs more than the daemon's short calls
+    themselves."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, seconds: float, expire: Callable[[], None]) -> int:
+        """Call ``expire()`` in ``seconds`` unless ``discard`` comes first."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        self._count += 1
+        key = self._count
+        self._due[key] = (when, expire)
+        if when < self._timer_at or loop is not self._loop:
+            self._arm(loop, when)
+        return key
+
+    def discard(self, key: int) -> None:
+        self._due.pop(key, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._check)
+        self._timer_at = when
+        self._loop = loop
+
+    def _check(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        self._timer_at = math.inf
+        # A timer may run a little before its time (the loop's clock resolution).
+        now = loop.time() + 0.001
+        for key in [k for k, (when, _) in self._due.items() if when <= now]:
+            _, expire = self._due.pop(key)
+            expire()
+        if self._due:
+            self._arm(loop, min(when for when, _ in self._due.values()))
+
+
 async def _with_deadline(
     call: str,
     coro: Awaitable[Any],
     timeout: float,
     timeout_error: Callable[[], bytes],
+    scope: Scope,
     send: Send,
+    deadlines: _Deadlines,
 ) -> Any:
     """Await ``coro`` on the handler's own task (no extra task on the fast
-    path); if it is still running after ``timeout`` seconds, a timer answers
-    the daemon with ``timeout_error()`` and the call goes on, logged when it
+    path); if it is still running after ``timeout`` seconds, the daemon is
+    answered with ``timeout_error()`` and the call goes on, logged when it
     ends."""
-    loop = asyncio.get_running_loop()
     answered: list[asyncio.Task[None]] = []
 
     def expire() -> None:
-        task = loop.create_task(_answer(send, 500, timeout_error()))
+        task = asyncio.get_running_loop().create_task(_answer(scope, send, 500, timeout_error()))
         answered.append(task)
         _late.add(task)  # a strong reference until it is sent
         task.add_done_callback(_late.discard)
 
-    timer = loop.call_later(timeout, expire)
+    key = deadlines.add(timeout, expire)
     try:
         result = await coro
     except BaseException as exc:
@@ -279,30 +336,29 @@ async def _with_deadline(
         log.warning("%s (timed out earlier) failed: %s", call, exc)
         return _ANSWERED
     finally:
-        timer.cancel()
+        deadlines.discard(key)
     if answered:
         log.warning("%s (timed out earlier) finished", call)
         return _ANSWERED
     return result
 
 
-async def _within(future: asyncio.Future[Any], timeout: float) -> Any:
+async def _within(future: asyncio.Future[Any], timeout: float, deadlines: _Deadlines) -> Any:
     """``future``'s result, or _TimedOut after ``timeout`` seconds, leaving
     ``future`` running (``asyncio.wait_for`` on a shield, without the extra
     task)."""
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
+    waiter = asyncio.get_running_loop().create_future()
 
     def wake(_: object = None) -> None:
         if not waiter.done():
             waiter.set_result(None)
 
     future.add_done_callback(wake)
-    timer = loop.call_later(timeout, wake)
+    key = deadlines.add(timeout, wake)
     try:
         await waiter
     finally:
-        timer.cancel()
+        deadlines.discard(key)
         future.remove_done_callback(wake)
     if not future.done():
         raise _TimedOut
@@ -365,7 +421,7 @@ def _activate_handler(drivers: tuple[Driver, ...]) -> Handler:
     body = json.dumps({"Implements": [d.implements for d in drivers]}).encode()
 
     async def activate(scope: Scope, receive: Receive, send: Send) -> None:
-        await _answer(send, 200, body)
+        await _answer(scope, send, 200, body)
 
     return activate
 

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import grp
 import logging
 import os
 import signal
 import socket as socketlib
-import stat
 import sys
 import threading
 from typing import Any
 
 from ._driver import Driver
+from ._socket import listening, socket_path
 
-__all__ = ["MAX_SOCKET_NAME", "PLUGIN_DIR", "bind_unix", "configure_logging", "serve"]
-
-#: Where managed plugins listen (the daemon bind-mounts its socket dir here),
-#: and where legacy plugins are discovered.
-PLUGIN_DIR = "/run/docker/plugins"
-#: The daemon's socket path, /run/docker/plugins/<64-hex id>/<name>, must stay
-#: under the 108-byte limit of AF_UNIX paths.
-MAX_SOCKET_NAME = 23
-#: sun_path is 108 bytes including the terminating NUL.
-MAX_SOCKET_PATH = 107
+__all__ = ["configure_logging", "serve", "serve_on"]
 
 log = logging.getLogger("plugin")
 
@@ -63,67 +52,6 @@ def configure_logging(level: str | int | None = None) -> None:
     root.setLevel(_level(level))
 
 
-def socket_path(socket: str | None, path: str | None) -> str:
-    if socket is not None and path is not None:
-        raise ValueError("serve() takes socket= or path=, not both")
-    if path is not None:
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ValueError(
-                f"socket path {path!r} is {len(os.fsencode(path))} bytes; unix sockets "
-                f"allow at most {MAX_SOCKET_PATH}"
-            )
-        return path
-    if not socket:
-        raise ValueError("serve() needs socket= (the config's interface.socket) or path=")
-    if "/" in socket or socket in (".", ".."):
-        raise ValueError(f"socket must be a file name, not a path: {socket!r}")
-    if len(socket) > MAX_SOCKET_NAME:
-        raise ValueError(
-            f"socket name {socket!r} is {len(socket)} characters; the daemon's limit "
-            f"is {MAX_SOCKET_NAME}"
-        )
-    return os.path.join(PLUGIN_DIR, socket)
-
-
-def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> socketlib.socket:
-    """Bind a listening unix socket at ``path``, replacing a stale socket file
-    (never another kind of file), with ``mode`` and ``group``."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
-        os.unlink(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        os.chmod(path, mode)
-        if group is not None:
-            os.chown(path, -1, _gid(group))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        os.unlink(path)
-        raise
-    return sock
-
-
-def _gid(group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"no such group: {group!r}") from None
-
-
 def serve(
     *drivers: Driver,
     socket: str | None = None,
@@ -149,31 +77,19 @@ def serve(
         if not isinstance(driver, Driver):
             raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
     where = socket_path(socket, path)
+    setup_logging(log_level)
+    with StopOnSignal() as stop, listening(where, mode=mode, group=group) as sock:
+        serve_on(drivers, sock, where, stop)
+    log.info("stopped")
+
+
+def setup_logging(log_level: str | None) -> None:
+    """``configure_logging`` unless logging is configured already."""
     root = logging.getLogger()
     if not root.handlers:
         configure_logging(log_level)
     elif log_level is not None:
         root.setLevel(_level(log_level))
-    # Listen before the heavier imports: the daemon gives up on a plugin whose
-    # socket does not accept connections within ~9.5 s, and connections made
-    # meanwhile wait in the backlog.
-    with _StopOnSignal() as stop:
-        sock = bind_unix(where, mode=mode, group=group)
-        ours = _identity(where)
-        try:
-            _run(drivers, sock, where, stop)
-        finally:
-            sock.close()
-            with contextlib.suppress(OSError):
-                if _identity(where) == ours:  # never remove a successor's socket
-                    os.unlink(where)
-    log.info("stopped")
-
-
-def _identity(path: str) -> tuple[int, int, int]:
-    # The inode alone is not enough: a successor's socket may reuse it at once.
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _uvicorn() -> Any:
@@ -216,16 +132,22 @@ def _uvicorn() -> Any:
     return package
 
 
-def _run(
-    drivers: tuple[Driver, ...], sock: socketlib.socket, where: str, stop: _StopOnSignal
+def serve_on(
+    drivers: tuple[Driver, ...] | list[Driver],
+    sock: socketlib.socket,
+    where: str,
+    stop: StopOnSignal,
 ) -> None:
+    """Serve ``drivers`` on the listening ``sock`` (at ``where``) until
+    ``stop`` is signalled."""
     uvicorn = _uvicorn()
 
     from ._app import make_app
+    from ._http import protocol_class
 
     config = uvicorn.Config(
         make_app(*drivers),
-        http="auto",
+        http=protocol_class(),
         ws="none",
         interface="asgi3",
         lifespan="off",
@@ -248,7 +170,7 @@ def _run(
         server.run(sockets=[sock])
 
 
-class _StopOnSignal:
+class StopOnSignal:
     """SIGTERM and SIGINT stop the server and let serve() return normally.
 
     uvicorn handles both while it runs, then re-raises the signal to the
@@ -263,7 +185,7 @@ class _StopOnSignal:
         self.signalled = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopOnSignal:
+    def __enter__(self) -> StopOnSignal:
         # Signals can only be handled in the main thread (uvicorn skips them too).
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):

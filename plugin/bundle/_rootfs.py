@@ -59,7 +59,7 @@ def load_drivers(project: Project) -> list[type[Driver]]:
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
-    from ..__main__ import load_driver_class
+    from .._driver import load_driver_class
 
     drivers = []
     for spec in project.drivers:
