@@ -140,6 +140,9 @@ def serve_on(
 ) -> None:
     """Serve ``drivers`` on the listening ``sock`` (at ``where``) until
     ``stop`` is signalled."""
+    from ._defer import defer_unused
+
+    defer_unused()
     uvicorn = _uvicorn()
 
     from ._app import make_app
