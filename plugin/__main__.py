@@ -1,23 +1,57 @@
 """``python -m plugin [--socket NAME | --path PATH] module:Class [...]``
 
-Imports each driver class, instantiates it with no arguments and serves them
-all on one socket. This is the entrypoint the builder writes into config.json.
+Imports each driver class, checks the per-host settings they declare (and
+``LOG_LEVEL``), instantiates each with no arguments and serves them all on
+one socket. This is the entrypoint the builder writes into config.json.
 
 The socket is bound first, with nothing but ``plugin._socket`` loaded, then
 the drivers are imported and made, then the server: connections made in the
-meantime wait in the socket's backlog. When a driver cannot be loaded the
-socket is removed again and the process exits with one line on stderr: the
-daemon dials a plugin's socket half a second after starting it, so a plugin
-that fails at start-up still fails ``docker plugin enable``.
+meantime wait in the socket's backlog.
+
+A problem at start (a bad setting, a driver that cannot be made) is one line
+``plugin: cannot start: ...`` on stderr, which the daemon logs, and exit
+status 1, the socket removed again: the daemon dials a plugin's socket half
+a second after starting it and fails ``docker plugin enable`` (after its
+~12 s of dial attempts), leaving the plugin disabled; it restarts a plugin
+that exits at start once, not in a loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from ._socket import listening, socket_path
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+
+def check_settings(
+    classes: Iterable[type[Driver]], environ: Mapping[str, str], log_level: str | None = None
+) -> None:
+    """SettingsError naming every bad per-host setting of the drivers
+    ``classes``, and a bad ``LOG_LEVEL`` unless ``log_level`` (the command
+    line's) overrides it or a driver declares ``LOG_LEVEL`` itself."""
+    from .settings import Settings, check, choice
+
+    class _KitSettings(Settings):
+        """What the kit itself reads from the environment."""
+
+        log_level = choice(["debug", "info", "warning", "error", "critical"], "info")
+
+    classes = list(classes)
+    declared = [c.settings for c in classes if c.settings is not None]
+    own = {e.name for c in classes for e in c.env} | {
+        s.name for d in declared for s in d.declared()
+    }
+    if log_level is None and "LOG_LEVEL" not in own:
+        declared.insert(0, _KitSettings)
+    check(declared, environ)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,16 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _serve(args: argparse.Namespace, sock: socket.socket, where: str) -> int:
+def _serve(args: argparse.Namespace, sock: socket.socket, at: str) -> int:
     from ._driver import load_driver_class
-    from ._serve import StopOnSignal, configure_logging, log, serve_on
+    from ._serve import _StopOnSignal, configure_logging, log, serve_on
 
     configure_logging(args.log_level)
-    with StopOnSignal() as stop:
+    with _StopOnSignal() as stop:
         # The daemon reports only "no such file or directory" for a plugin
         # that never listens: say why on stderr, which lands in its log.
         try:
-            drivers = [load_driver_class(spec)() for spec in args.drivers]
+            classes = [load_driver_class(spec) for spec in args.drivers]
+            # Bad per-host settings stop the plugin here, in one line naming
+            # each, before any driver is made (which may read them).
+            check_settings(classes, os.environ, log_level=args.log_level)
+            drivers = [cls() for cls in classes]
         except ValueError as exc:
             print(f"plugin: cannot start: {exc}", file=sys.stderr)
             return 1
@@ -56,7 +94,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket, where: str) -> int:
             traceback.print_exc()
             print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
-        serve_on(drivers, sock, where, stop)
+        serve_on(drivers, sock, at, stop)
     log.info("stopped")
     return 0
 

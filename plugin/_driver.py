@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ._wire import Model
 from .manifest import Args, Device, Env, Mount
+from .settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +84,9 @@ class Driver(ABC):
     mounts: ClassVar[tuple[Mount, ...]] = ()
     #: Host devices the plugin may use.
     devices: ClassVar[tuple[Device, ...]] = ()
-    #: Environment variables, settable per host.
+    #: Typed per-host settings (``plugin.settings``), rendered as ``env`` entries.
+    settings: ClassVar[type[Settings] | None] = None
+    #: Untyped environment variables, settable per host.
     env: ClassVar[tuple[Env, ...]] = ()
     #: Extra process arguments, settable per host.
     args: ClassVar[Args | None] = None

@@ -78,7 +78,7 @@ def serve(
             raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
     where = socket_path(socket, path)
     setup_logging(log_level)
-    with StopOnSignal() as stop, listening(where, mode=mode, group=group) as sock:
+    with _StopOnSignal() as stop, listening(where, mode=mode, group=group) as sock:
         serve_on(drivers, sock, where, stop)
     log.info("stopped")
 
@@ -136,7 +136,7 @@ def serve_on(
     drivers: tuple[Driver, ...] | list[Driver],
     sock: socketlib.socket,
     where: str,
-    stop: StopOnSignal,
+    stop: _StopOnSignal,
 ) -> None:
     """Serve ``drivers`` on the listening ``sock`` (at ``where``) until
     ``stop`` is signalled."""
@@ -146,10 +146,27 @@ def serve_on(
     uvicorn = _uvicorn()
 
     from ._app import make_app
+
+    app = make_app(*drivers)
+    names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
+    log.info("serving %s on %s", names, where)
+    _run_app(uvicorn, app, sock, stop)
+
+
+def _run_app(uvicorn: Any, app: Any, sock: socketlib.socket, stop: _StopOnSignal) -> None:
+    """Serve the ASGI ``app`` on the listening ``sock`` until ``stop``."""
+    server = _server(uvicorn, app)
+    stop.server = server
+    if not stop.signalled:
+        server.run(sockets=[sock])
+
+
+def _server(uvicorn: Any, app: Any) -> Any:
+    """The uvicorn server of a plugin, serving ``app``."""
     from ._http import protocol_class
 
     config = uvicorn.Config(
-        make_app(*drivers),
+        app,
         http=protocol_class(),
         ws="none",
         interface="asgi3",
@@ -165,15 +182,10 @@ def serve_on(
         # In-flight calls get 8 s; the daemon sends SIGKILL 10 s after SIGTERM.
         timeout_graceful_shutdown=8,
     )
-    server = uvicorn.Server(config)
-    names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
-    log.info("serving %s on %s", names, where)
-    stop.server = server
-    if not stop.signalled:
-        server.run(sockets=[sock])
+    return uvicorn.Server(config)
 
 
-class StopOnSignal:
+class _StopOnSignal:
     """SIGTERM and SIGINT stop the server and let serve() return normally.
 
     uvicorn handles both while it runs, then re-raises the signal to the
@@ -188,7 +200,7 @@ class StopOnSignal:
         self.signalled = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> StopOnSignal:
+    def __enter__(self) -> _StopOnSignal:
         # Signals can only be handled in the main thread (uvicorn skips them too).
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,6 +11,9 @@ the same declarations, so the code and the config cannot drift apart::
         mounts = (DATA,)
         propagated_mount = "/mnt/volumes"
 
+Typed per-host settings are declared with ``plugin.settings``; they render
+as ``env`` entries too.
+
 This module is imported inside the plugin: it has no dependencies.
 """
 
@@ -126,7 +129,7 @@ def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
     mounts = _merge("mount", [(d, m.name, m) for d in drivers for m in d.mounts])
     _merge("mount destination", [(d, m.destination, m.name) for d in drivers for m in d.mounts])
     devices = _merge("device", [(d, x.name, x) for d in drivers for x in d.devices])
-    env = _merge("env", [(d, e.name, e) for d in drivers for e in d.env])
+    env = _merge("env", [(d, e.name, e) for d in drivers for e in _env(d)])
     if all(e.name != LOG_LEVEL.name for e in env):
         env.append(LOG_LEVEL)
     args = _merge_one("args", [(d, d.args) for d in drivers if d.args is not None])
@@ -151,6 +154,12 @@ def requirements(drivers: Iterable[type[Driver]]) -> Requirements:
         pid_host=any(d.pid_host for d in drivers),
         allow_all_devices=any(d.allow_all_devices for d in drivers),
     )
+
+
+def _env(driver: type[Driver]) -> tuple[Env, ...]:
+    """A driver's untyped env entries, then those of its typed settings."""
+    typed = driver.settings.env() if driver.settings is not None else ()
+    return (*driver.env, *typed)
 
 
 def _merge(kind: str, items: Sequence[tuple[type[Driver], str, T]]) -> list[T]:

@@ -22,11 +22,13 @@ from ._project import Project, load_project, normalize_name
 
 USAGE = """\
 commands:
-  plugin     build the bundle, create the plugin (replacing it) and enable it
+  plugin     build the bundle, create the plugin (replacing it, keeping this host's
+             settings on it unless --reset-settings) and enable it
   build      build rootfs-build/ (docker build, export, render config.json)
   render     re-render config.json for the last built image
   validate   check a bundle's config.json against its rootfs
-  create     docker plugin create from the bundle (--replace removes the old one)
+  create     docker plugin create from the bundle (--replace removes the old one,
+             keeping this host's settings on it unless --reset-settings)
   enable     docker plugin enable (creates missing bind-mount sources first)
   disable    docker plugin disable
   set        docker plugin set KEY=VALUE ... (the plugin must be disabled)
@@ -73,12 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=30)
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings before enable")
     _strict_flag(p)
+    _reset_flag(p)
     _strict_flag(sub.add_parser("build", help="build the bundle"))
     sub.add_parser("render", help="re-render config.json")
     _strict_flag(sub.add_parser("validate", help="validate the bundle"))
     p = sub.add_parser("create", help="create the plugin from the bundle")
     p.add_argument("--replace", action="store_true", help="remove an existing plugin first")
     _strict_flag(p)
+    _reset_flag(p)
     p = sub.add_parser("enable", help="enable the plugin")
     p.add_argument("--timeout", type=int, default=30)
     p = sub.add_parser("disable", help="disable the plugin")
@@ -106,6 +110,15 @@ def _strict_flag(p: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="fail on warnings, such as privileges broader than the plugin needs",
+    )
+
+
+def _reset_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reset-settings",
+        action="store_true",
+        help="give the replacing plugin its config's defaults, not the settings this host "
+        "made on the plugin it replaces (kept by default, and printed)",
     )
 
 
@@ -191,7 +204,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             return 0
         engine = _engine(console, client)
         with console.step(f"create {plugin_name()}"):
-            plugin_id = engine.create(plugin_name(), result.bundle, replace=True)
+            plugin_id = engine.create(
+                plugin_name(),
+                result.bundle,
+                replace=True,
+                keep_settings=not args.reset_settings,
+            )
             console.line(f"id {plugin_id[:12]}")
         if args.settings:
             with console.step("set " + " ".join(args.settings)):
@@ -253,7 +271,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             for warning in warnings:
                 console.line(f"warning: {warning}")
             _check_strict(args, bundle_dir() / "config.json", warnings)
-            plugin_id = engine.create(target, bundle_dir(), replace=args.replace)
+            plugin_id = engine.create(
+                target,
+                bundle_dir(),
+                replace=args.replace,
+                keep_settings=not args.reset_settings,
+            )
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
         with console.step(f"enable {target}"):

@@ -31,6 +31,7 @@ from ._rootfs import (
     export_rootfs,
     load_drivers,
     make_dirs,
+    remove_replaced_images,
     tree_size,
     unpack,
     wheelhouse,
@@ -91,6 +92,8 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     with step("docker build"), docker_errors("docker build"):
         image_id = build_image(client, project, base, report)
         report(f"{project.image_tag} ({image_id[7:19]})")
+        for old in remove_replaced_images(client, project.bundle_dir, image_id):
+            report(f"removed the image it replaces ({old[7:19]})")
     bundle = project.bundle_dir
     rootfs = bundle / "rootfs"
     bundle.mkdir(parents=True, exist_ok=True)

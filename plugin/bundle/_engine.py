@@ -11,6 +11,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 from ._errors import EngineError
 from ._project import normalize_name
 
-__all__ = ["Engine", "docker_client"]
+__all__ = ["Dropped", "Engine", "docker_client", "host_settings"]
 
 Report = Callable[[str], None]
 
@@ -92,9 +93,13 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"inspect {name}: {_reason(exc)}") from None
 
-    def create(self, name: str, bundle: Path, *, replace: bool = False) -> str:
+    def create(
+        self, name: str, bundle: Path, *, replace: bool = False, keep_settings: bool = True
+    ) -> str:
         """``docker plugin create``; with ``replace`` an existing plugin of that
-        name is removed first. Returns the plugin ID."""
+        name is removed first, and this host's settings on it (see
+        ``host_settings``) are set on the new one unless ``keep_settings`` is
+        false. Returns the plugin ID."""
         name = normalize_name(name)
         old = self._exists(name)
         if old is not None:
@@ -124,7 +129,26 @@ class Engine:
         info = self._exists(name)
         if info is None:
             raise EngineError(f"create {name}: the daemon accepted it but does not list it")
+        if old is not None:
+            self._carry_settings(name, old, info, keep_settings)
         return str(info["Id"])
+
+    def _carry_settings(
+        self, name: str, old: Mapping[str, Any], new: Mapping[str, Any], keep: bool
+    ) -> None:
+        carried, dropped = host_settings(old, new)
+        if not keep:
+            if carried or dropped:
+                self.report(
+                    "not keeping this host's settings (--reset-settings): "
+                    + " ".join([*carried, *(d.setting for d in dropped)])
+                )
+            return
+        for d in dropped:
+            self.report(f"not kept: {d.setting} ({d.reason})")
+        if carried:
+            self.report("keeping this host's settings: " + " ".join(carried))
+            self.set(name, carried)
 
     def set(self, name: str, settings: list[str]) -> None:
         """``docker plugin set NAME KEY=VALUE ...`` (the plugin must be disabled)."""
@@ -148,7 +172,7 @@ class Engine:
             with _engine_call(f"enable {name}"):
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
-            raise EngineError(f"{exc}{self._startup_hint(info)}") from None
+            raise EngineError(self._enable_failure(name, str(exc), info)) from None
 
     def disable(self, name: str, force: bool = False) -> None:
         name = normalize_name(name)
@@ -158,16 +182,35 @@ class Engine:
         if not info.get("Enabled"):
             self.report(f"{name} is already disabled")
             return
-        with _engine_call(f"disable {name}"):
-            self.api.disable_plugin(name, force=force)
+        try:
+            with _engine_call(f"disable {name}"):
+                self.api.disable_plugin(name, force=force)
+        except EngineError as exc:
+            if force or _IN_USE not in str(exc):
+                raise
+            users, kept = _users(info)
+            raise EngineError(
+                f"{exc}: {users} exist. `disable --force` (docker plugin disable -f) disables it "
+                f"anyway and keeps {kept}; they work again once the plugin is enabled"
+            ) from None
 
     def remove(self, name: str, force: bool = False) -> bool:
         """Remove the plugin; False if there was none."""
         name = normalize_name(name)
-        if self._exists(name) is None:
+        info = self._exists(name)
+        if info is None:
             return False
-        with _engine_call(f"remove {name}"):
-            self.api.remove_plugin(name, force=force)
+        try:
+            with _engine_call(f"remove {name}"):
+                self.api.remove_plugin(name, force=force)
+        except EngineError as exc:
+            if force or _IN_USE not in str(exc):
+                raise
+            users, _ = _users(info)
+            raise EngineError(
+                f"{exc}: {users} exist; remove them first. `rm --force` removes the plugin "
+                "anyway and leaves them without their driver"
+            ) from None
         return True
 
     def ensure_mount_sources(self, info: Mapping[str, Any]) -> None:
@@ -195,13 +238,131 @@ class Engine:
             else:
                 self.report(f"created the mount source {source} ({mount.get('Name')})")
 
-    def _startup_hint(self, info: Mapping[str, Any]) -> str:
-        plugin_id = info["Id"]
-        lines = _daemon_log_lines(plugin_id)
-        if lines:
-            return "\n  the plugin's last output:\n    " + "\n    ".join(lines)
-        return f"\n  the plugin's output is in the daemon's log: lines with plugin={plugin_id}"
+    def _enable_failure(self, name: str, error: str, info: Mapping[str, Any]) -> str:
+        """Why enable failed, from the plugin's own last output when the
+        daemon's log can be read here.
 
+        A plugin that exits at start (``plugin: cannot start: ...``, such as
+        a bad setting) makes the daemon run it once more, then fail enable
+        after its ~12 s of dial attempts with only ``dial unix ...: no such
+        file or directory``, and leave it disabled: the plugin's reason
+        leads then, with the plugin's name in the ``docker plugin set`` it
+        suggests."""
+        plugin_id = info["Id"]
+        lines = list(dict.fromkeys(_daemon_log_lines(plugin_id)))  # each start says it again
+        if not lines:
+            return (
+                f"{error}\n  the plugin's output is in the daemon's log: lines with "
+                f"plugin={plugin_id}"
+            )
+        reasons = [line[len(_CANNOT_START) :] for line in lines if line.startswith(_CANNOT_START)]
+        if reasons:
+            reason = reasons[-1].replace("docker plugin set PLUGIN ", f"docker plugin set {name} ")
+            daemon = error.partition(": ")[2] or error
+            return (
+                f"enable {name}: the plugin stopped at start: {reason}\n"
+                f"  (the daemon said: {daemon})"
+            )
+        return f"{error}\n  the plugin's last output:\n    " + "\n    ".join(lines)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A host setting the new config has no place for."""
+
+    setting: str  # as `docker plugin set` takes it: KEY=VALUE
+    reason: str
+
+
+def host_settings(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[list[str], list[Dropped]]:
+    """This host's settings on the plugin ``old`` (an inspect document), as
+    ``docker plugin set`` arguments for the plugin ``new`` made from another
+    config; and those ``new`` has no settable place for.
+
+    A host setting is what ``docker plugin set`` changed: an env value or the
+    args that differ from ``old``'s own config (the daemon keeps the config's
+    defaults apart from the settings), and a mount source or device path that
+    differs from ``new``'s default. The daemon writes mount sources and device
+    paths over the config's, so their old defaults are lost: a default changed
+    between two builds is carried as if this host had set it (and printed).
+    """
+    old_config, new_config = old.get("Config") or {}, new.get("Config") or {}
+    old_settings = old.get("Settings") or {}
+    carried: list[str] = []
+    dropped: list[Dropped] = []
+
+    def carry(setting: str, items: Any, name: str, field: str) -> Mapping[str, Any] | None:
+        """Carry ``setting`` if ``items`` (of the new config) has ``name``
+        with ``field`` settable; else report it dropped."""
+        for item in items or []:
+            if item.get("Name") == name:
+                if field in (item.get("Settable") or []):
+                    return dict(item)
+                dropped.append(Dropped(setting, "not settable in the new config"))
+                return None
+        dropped.append(Dropped(setting, "the new config has no such setting"))
+        return None
+
+    defaults = {e.get("Name"): e.get("Value") for e in old_config.get("Env") or []}
+    for entry in old_settings.get("Env") or []:
+        key, _, value = str(entry).partition("=")
+        if key not in defaults or defaults[key] == value:
+            continue  # not set on this host
+        if carry(f"{key}={value}", new_config.get("Env"), key, "value") is not None:
+            carried.append(f"{key}={value}")
+
+    old_args = old_config.get("Args") or {}
+    args = list(old_settings.get("Args") or [])
+    if old_args.get("Name") and args != list(old_args.get("Value") or []):
+        setting = f"{old_args['Name']}={' '.join(args)}"
+        new_args = new_config.get("Args") or {}
+        if carry(setting, [new_args], old_args["Name"], "value") is not None:
+            carried.append(setting)
+
+    old_linux, new_linux = old_config.get("Linux") or {}, new_config.get("Linux") or {}
+    for field, old_items, new_items in (
+        ("source", old_config.get("Mounts"), new_config.get("Mounts")),
+        ("path", old_linux.get("Devices"), new_linux.get("Devices")),
+    ):
+        value_key = field.capitalize()
+        for item in old_items or []:
+            value = item.get(value_key)
+            if field not in (item.get("Settable") or []) or value is None:
+                continue
+            setting = f"{item['Name']}.{field}={value}"
+            target = carry(setting, new_items, item["Name"], field)
+            if target is not None and target.get(value_key) != value:
+                carried.append(setting)
+    return carried, dropped
+
+
+#: The daemon's refusal to disable or remove a plugin something still uses.
+_IN_USE = "is in use"
+#: What holds a reference to a plugin of each type (the daemon counts volumes,
+#: networks and running loggers), and what `--force` leaves behind.
+_USERS = {
+    "volumedriver": ("volumes made with it", "the volumes and their data"),
+    "networkdriver": ("networks made with it", "the networks"),
+    "ipamdriver": ("networks using it for addresses", "the networks"),
+    "logdriver": ("containers logging through it", "the containers"),
+}
+
+
+def _users(info: Mapping[str, Any]) -> tuple[str, str]:
+    """What uses a plugin (for the daemon's "is in use"), from its types."""
+    types = ((info.get("Config") or {}).get("Interface") or {}).get("Types") or []
+    for kind in types:
+        capability = str(kind).partition(".")[2].partition("/")[0]
+        if capability in _USERS:
+            return _USERS[capability]
+    return ("things made with it", "them")
+
+
+#: How ``python -m plugin`` says it cannot start (a bad setting, a driver
+#: that cannot be made), on one line of its stderr.
+_CANNOT_START = "plugin: cannot start: "
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 

@@ -27,6 +27,7 @@ __all__ = [
     "export_rootfs",
     "load_drivers",
     "make_dirs",
+    "remove_replaced_images",
     "runtime_requirements",
     "unpack",
     "wheelhouse",
@@ -196,6 +197,7 @@ def build_image(client: Any, project: Project, base: str, report: Report) -> str
         path=str(project.root),
         dockerfile=project.dockerfile,
         tag=project.image_tag,
+        labels={BUNDLE_LABEL: str(project.bundle_dir)},
         buildargs={"BASE_IMAGE": base},
         decode=True,
         rm=True,
@@ -214,6 +216,31 @@ def build_image(client: Any, project: Project, base: str, report: Report) -> str
     if image_id is None:
         image_id = client.images.get(project.image_tag).id
     return str(image_id)
+
+
+#: On every image the builder makes: the bundle directory it was built for.
+BUNDLE_LABEL = "io.docker-plugin-kit.bundle"
+
+
+def remove_replaced_images(client: Any, bundle: Path, keep: str) -> list[str]:
+    """Remove the images earlier builds for ``bundle`` made that have lost
+    their tag to a newer build (so that no ``<none>`` image is left per
+    rebuild); returns their IDs. Images of other bundles (another checkout
+    may be building at the same time), images a container still uses, and
+    any image without the builder's label stay."""
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+
+    filters = {"dangling": True, "label": f"{BUNDLE_LABEL}={bundle}"}
+    removed = []
+    for image in client.images.list(filters=filters):
+        if image.id == keep:
+            continue
+        try:
+            client.images.remove(image.id)
+        except docker.errors.APIError:
+            continue  # in use (a container of a build running now), or gone meanwhile
+        removed.append(str(image.id))
+    return removed
 
 
 def _items(stream: Iterable[Any]) -> Iterable[dict[str, Any]]:

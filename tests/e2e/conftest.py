@@ -83,6 +83,12 @@ def bundle(engine_ready: None) -> Iterator[BuiltBundle]:
     assert code == 0, f"build failed:\n{out.getvalue()}"
     yield BuiltBundle(path, out.getvalue(), seconds)
     shutil.rmtree(path, ignore_errors=True)
+    # Its image, once another build took the tag (the builder removes only
+    # the images of its own bundle, and no later build uses this one).
+    from plugin.bundle._engine import docker_client
+    from plugin.bundle._rootfs import remove_replaced_images
+
+    remove_replaced_images(docker_client(), path, keep="")
 
 
 @dataclass

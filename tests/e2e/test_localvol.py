@@ -6,6 +6,7 @@ Tests run in file order; the daemon restart comes last.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import stat
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from plugin.bundle.__main__ import main
 
 from .conftest import TEST_IMAGE, BuiltBundle, Plugin, docker, engine_restart
 
@@ -132,9 +135,18 @@ def test_hostile_names_are_refused(localvol: Plugin, bad: str) -> None:
 def test_disable_and_enable_keep_volumes(localvol: Plugin) -> None:
     vol = localvol.create_volume()
     run(vol, "echo kept > /data/file")
-    # The daemon refuses a plain disable while volumes exist.
+    # The daemon refuses a plain disable while volumes exist; the builder says
+    # what to do about it.
     proc = docker("plugin", "disable", localvol.name, check=False)
     assert proc.returncode != 0 and "in use" in proc.stderr
+    out = io.StringIO()
+    assert main(["--name", localvol.name, "disable"], out=out) == 1
+    assert out.getvalue().splitlines()[-1] == (
+        f"error: disable {localvol.name}: plugin {localvol.name} is in use: volumes made with "
+        "it exist. `disable --force` (docker plugin disable -f) disables it anyway and keeps "
+        "the volumes and their data; they work again once the plugin is enabled"
+    )
+    assert json.loads(docker("plugin", "inspect", localvol.name).stdout)[0]["Enabled"] is True
     docker("plugin", "disable", "-f", localvol.name)
     docker("plugin", "enable", localvol.name)
     assert inspect_volume(vol)["Name"] == vol

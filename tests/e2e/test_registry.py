@@ -61,7 +61,12 @@ def test_push_install_upgrade_keep_volumes_and_host_settings(
             "[CAP_SYS_ADMIN]); review them and pass --grant-all-permissions to accept"
         )
         assert docker("plugin", "inspect", v1, check=False).returncode != 0
+        # The daemon would refuse to start the plugin on a missing mount
+        # source; install creates it first.
+        assert not data.exists()
         assert install(engine, v1, grant=True, settings=[f"data.source={data}"]) == v1
+        assert data.is_dir()
+        assert f"created the mount source {data} (data)" in lines
 
         docker("volume", "create", "-d", v1, volume)
         docker("run", "--rm", "-v", f"{volume}:/data", TEST_IMAGE, "sh", "-c", "echo v1 > /data/f")

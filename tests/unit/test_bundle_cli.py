@@ -169,12 +169,16 @@ def test_set_needs_a_setting(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_set(project: Path, client: FakeClient) -> None:
-    client.api.add("acme/vol:latest")
-    assert run("set", "data.source=/srv", "DEBUG=1") == (
+    client.api.add("acme/vol:latest", config=good())
+    assert run("set", "data.source=/srv", "LOG_LEVEL=debug") == (
         0,
         ["==> set acme/vol:latest", "    done in N.N s"],
     )
-    assert client.api.calls[-1] == ("set", "acme/vol:latest", ["data.source=/srv", "DEBUG=1"])
+    assert client.api.calls[-1] == (
+        "set",
+        "acme/vol:latest",
+        ["data.source=/srv", "LOG_LEVEL=debug"],
+    )
 
 
 def test_set_refused(project: Path, client: FakeClient) -> None:
@@ -298,7 +302,7 @@ def test_plugin_builds_creates_sets_and_enables(
 
     monkeypatch.setattr(builder, "build_bundle", build_bundle)
     client.api.add("acme/vol:latest", enabled=True)
-    code, lines = run("plugin", "DEBUG=1")
+    code, lines = run("plugin", "LOG_LEVEL=debug")
     assert calls == [("acme/vol:latest", client)]
     assert code == 0
     assert lines[:3] == ["==> docker build", "    built", "    done in N.N s"]
@@ -312,7 +316,7 @@ def test_plugin_builds_creates_sets_and_enables(
         "    sending 0.0 MB to the daemon",
         f"    id {PLUGIN_ID[:12]}",
         "    done in N.N s",
-        "==> set DEBUG=1",
+        "==> set LOG_LEVEL=debug",
         "    done in N.N s",
         "==> enable acme/vol:latest",
         f"    created the mount source {project / 'data'} (data)",
@@ -332,6 +336,33 @@ def test_plugin_builds_creates_sets_and_enables(
         "inspect",
         "enable",
     ]
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_plugin_keeps_this_hosts_settings_unless_told_not_to(
+    project: Path, client: FakeClient, monkeypatch: pytest.MonkeyPatch, reset: bool
+) -> None:
+    def build_bundle(project_: Any, client_: Any, step: Any, report: Any) -> BuildResult:
+        return BuildResult(project / "rootfs-build", good(), [], 2_000_000)
+
+    monkeypatch.setattr(builder, "build_bundle", build_bundle)
+    client.api.add("acme/vol:latest", config=good())
+    data = project / "srv"
+    client.api.configure_plugin("acme/vol:latest", ["LOG_LEVEL=debug", f"data.source={data}"])
+    code, lines = run("plugin", *(["--reset-settings"] if reset else []))
+    assert code == 0
+    create = lines[lines.index("==> create acme/vol:latest") :]
+    if reset:
+        assert create[4] == (
+            "    not keeping this host's settings (--reset-settings): LOG_LEVEL=debug "
+            f"data.source={data}"
+        )
+        assert not data.exists()
+    else:
+        assert create[4] == f"    keeping this host's settings: LOG_LEVEL=debug data.source={data}"
+        assert f"    created the mount source {data} (data)" in lines
+    env = client.api.plugins["acme/vol:latest"]["Settings"]["Env"]
+    assert ("LOG_LEVEL=info" if reset else "LOG_LEVEL=debug") in env
 
 
 def test_render_needs_a_built_image(project: Path, client: FakeClient) -> None:

@@ -43,16 +43,50 @@ class FakeAPI:
         self.calls: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
         self.enable_error: str | None = None
+        #: Plugins with volumes (networks, loggers): the daemon's reference count.
+        self.in_use: set[str] = set()
+        #: The ID the next created plugin gets.
+        self.next_id = PLUGIN_ID
+        #: What pull_plugin finds in the registry: reference -> inspect document.
+        self.remote: dict[str, dict[str, Any]] = {}
 
     # -- helpers for tests
-    def add(self, name: str, *, enabled: bool = False, mounts: list[Any] | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        *,
+        enabled: bool = False,
+        mounts: list[Any] | None = None,
+        config: dict[str, Any] | None = None,
+        plugin_id: str = PLUGIN_ID,
+    ) -> None:
+        """A plugin as the daemon creates it: ``Config`` from config.json
+        (``config``, lower-case keys as rendered; or only ``mounts``, already
+        in the daemon's casing), ``Settings`` from the config's values."""
+        if config is not None:
+            mounts = [_daemon_case(m) for m in config.get("mounts") or []]
+        config = config or {}
+        env = [_daemon_case(e) for e in config.get("env") or []]
+        devices = [_daemon_case(d) for d in (config.get("linux") or {}).get("devices") or []]
+        args = _daemon_case(config.get("args") or {"name": "", "value": None})
         self.plugins[name] = {
-            "Id": PLUGIN_ID,
+            "Id": plugin_id,
             "Name": name,
             "Enabled": enabled,
-            "Settings": {"Mounts": mounts or [], "Env": [], "Args": [], "Devices": []},
+            "Settings": {
+                "Mounts": json.loads(json.dumps(mounts or [])),
+                "Env": [f"{e['Name']}={e['Value']}" for e in env if e.get("Value") is not None],
+                "Args": list(args.get("Value") or []),
+                "Devices": json.loads(json.dumps(devices)),
+            },
             "PluginReference": name,
-            "Config": {"Mounts": mounts or []},
+            "Config": {
+                "Mounts": mounts or [],
+                "Env": env,
+                "Args": args,
+                "Linux": {"Devices": devices},
+                "Interface": {"Socket": "t.sock", "Types": ["docker.volumedriver/1.0"]},
+            },
         }
 
     @staticmethod
@@ -83,10 +117,7 @@ class FakeAPI:
             member = tar.extractfile("config.json")
             assert member is not None
             config = json.load(member)
-        mounts = [
-            {key.capitalize(): value for key, value in m.items()} for m in config.get("mounts", [])
-        ]
-        self.add(name, mounts=mounts)
+        self.add(name, config=config, plugin_id=self.next_id)
         return FakeResponse(204)
 
     def _raise_for_status(self, response: FakeResponse) -> None:
@@ -103,7 +134,19 @@ class FakeAPI:
         plugin = self._get(name)
         if plugin["Enabled"]:
             raise self.error(500, "cannot set on an active plugin, disable plugin before setting")
+        for option in options:
+            _apply_setting(plugin, option)
         return True
+
+    def plugin_privileges(self, remote: str) -> list[dict[str, Any]]:
+        self.calls.append(("privileges", remote))
+        return []
+
+    def pull_plugin(self, remote: str, privileges: Any, name: str) -> Iterator[dict[str, str]]:
+        """Installs a copy of the plugin ``remote`` names in ``self.remote``."""
+        self.calls.append(("pull", remote, name))
+        self.plugins[name] = {**json.loads(json.dumps(self.remote[remote])), "Name": name}
+        return iter([{"status": "Download complete"}])
 
     def enable_plugin(self, name: str, timeout: int = 0) -> bool:
         self.calls.append(("enable", name, timeout))
@@ -117,16 +160,60 @@ class FakeAPI:
 
     def disable_plugin(self, name: str, force: bool = False) -> bool:
         self.calls.append(("disable", name, force))
-        self._get(name)["Enabled"] = False
+        plugin = self._get(name)
+        if name in self.in_use and not force:
+            raise self.error(500, f"plugin {name} is in use")
+        plugin["Enabled"] = False
         return True
 
     def remove_plugin(self, name: str, force: bool = False) -> bool:
         self.calls.append(("remove", name, force))
         plugin = self._get(name)
+        if name in self.in_use and not force:
+            raise self.error(500, f"plugin {name} is in use")
         if plugin["Enabled"] and not force:
             raise self.error(500, f"plugin {name} is enabled")
         del self.plugins[name]
         return True
+
+
+def _daemon_case(item: dict[str, Any]) -> dict[str, Any]:
+    """A config.json element as the daemon shows it (``source`` -> ``Source``)."""
+    return {key[:1].upper() + key[1:]: value for key, value in item.items()}
+
+
+def _apply_setting(plugin: dict[str, Any], option: str) -> None:
+    """``docker plugin set`` as the daemon does it: the name is looked up in
+    env, then mounts, devices and args; the field must be settable."""
+    key, _, value = option.partition("=")
+    name, field = key, ""
+    if "." in key[1:]:
+        name, _, field = key.rpartition(".")
+    config, settings = plugin["Config"], plugin["Settings"]
+    tables = [
+        ("Env", config["Env"], "value"),
+        ("Mounts", config["Mounts"], "source"),
+        ("Devices", config["Linux"]["Devices"], "path"),
+        ("Args", [config["Args"]] if config["Args"].get("Name") else [], "value"),
+    ]
+    for kind, items, allowed in tables:
+        item = next((i for i in items if i.get("Name") == name), None)
+        if item is None:
+            continue
+        settable = item.get("Settable") or []
+        if (field or allowed) not in settable:
+            raise FakeAPI.error(500, f"{name!r} is not settable")
+        if kind == "Env":
+            env = [e for e in settings["Env"] if e.partition("=")[0] != name]
+            settings["Env"] = [*env, f"{name}={value}"]
+        elif kind == "Mounts":
+            item["Source"] = value
+        elif kind == "Devices":
+            item["Path"] = value
+        else:
+            settings["Args"] = value.split(" ")
+        return
+    raise FakeAPI.error(500, f'setting "{name}" not found in the plugin configuration')
 
 
 @dataclass
@@ -168,30 +255,39 @@ def engine(client: FakeClient, lines: list[str]) -> Engine:
     return Engine(client, report=lines.append)
 
 
+def config() -> dict[str, Any]:
+    """The config.json of the test bundle: settable env, mount, device and args."""
+    return {
+        "entrypoint": ["/usr/bin/python3"],
+        "interface": {"types": ["docker.volumedriver/1.0"], "socket": "t.sock"},
+        "mounts": [
+            {
+                "name": "data",
+                "settable": ["source"],
+                "source": "/srv/t",
+                "destination": "/data",
+                "type": "bind",
+                "options": ["rbind"],
+            }
+        ],
+        "env": [
+            {"name": "LOG_LEVEL", "settable": ["value"], "value": "info"},
+            {"name": "SIZE", "settable": ["value"], "value": "64m"},
+            {"name": "TOKEN", "settable": ["value"], "value": None},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "linux": {"devices": [{"name": "fuse", "settable": ["path"], "path": "/dev/fuse"}]},
+        "args": {"name": "flags", "settable": ["value"], "value": ["-v"]},
+    }
+
+
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     bundle = tmp_path / "bundle"
     (bundle / "rootfs/usr/bin").mkdir(parents=True)
     (bundle / "rootfs/run/docker/plugins").mkdir(parents=True)
     (bundle / "rootfs/usr/bin/python3").write_text("#!\n")
-    (bundle / "config.json").write_text(
-        json.dumps(
-            {
-                "entrypoint": ["/usr/bin/python3"],
-                "interface": {"types": ["docker.volumedriver/1.0"], "socket": "t.sock"},
-                "mounts": [
-                    {
-                        "name": "data",
-                        "settable": ["source"],
-                        "source": "/srv/t",
-                        "destination": "/data",
-                        "type": "bind",
-                        "options": ["rbind"],
-                    }
-                ],
-            }
-        )
-    )
+    (bundle / "config.json").write_text(json.dumps(config()))
     return bundle
 
 
@@ -271,6 +367,86 @@ def test_create_with_replace_removes_the_old_one_first(
     assert client.api.plugins["acme/vol:latest"]["Enabled"] is False
 
 
+NEW_ID = "9" * 64
+
+
+@pytest.fixture
+def customized(client: FakeClient) -> dict[str, Any]:
+    """acme/vol:latest as this host left it: settings changed with `docker
+    plugin set` (LOG_LEVEL left at its default)."""
+    client.api.add("acme/vol:latest", config=config())
+    client.api.configure_plugin(
+        "acme/vol:latest",
+        ["SIZE=16m", "TOKEN=abc", "data.source=/srv/vols", "fuse.path=/dev/fuse2", "flags=-v -x"],
+    )
+    client.api.next_id = NEW_ID
+    return client.api.plugins["acme/vol:latest"]
+
+
+def test_a_rebuild_keeps_this_hosts_settings(
+    engine: Engine, client: FakeClient, bundle: Path, lines: list[str], customized: Any
+) -> None:
+    assert engine.create("acme/vol", bundle, replace=True) == NEW_ID
+    kept = ["SIZE=16m", "TOKEN=abc", "flags=-v -x", "data.source=/srv/vols", "fuse.path=/dev/fuse2"]
+    assert client.api.calls[-1] == ("set", "acme/vol:latest", kept)
+    assert lines[-1] == "keeping this host's settings: " + " ".join(kept)
+    new = client.api.plugins["acme/vol:latest"]
+    assert new["Settings"]["Env"] == [
+        "LOG_LEVEL=info",
+        "PYTHONUNBUFFERED=1",
+        "SIZE=16m",
+        "TOKEN=abc",
+    ]
+    assert new["Settings"]["Args"] == ["-v", "-x"]
+    assert new["Config"]["Mounts"][0]["Source"] == "/srv/vols"
+    assert new["Config"]["Linux"]["Devices"][0]["Path"] == "/dev/fuse2"
+
+
+def test_a_setting_the_new_config_has_no_place_for_is_reported(
+    engine: Engine, client: FakeClient, bundle: Path, lines: list[str], customized: Any
+) -> None:
+    changed = config()
+    changed["env"] = [e for e in changed["env"] if e["name"] != "SIZE"]
+    changed["env"][1]["settable"] = []  # TOKEN
+    changed["mounts"][0]["name"] = "state"
+    del changed["args"]
+    changed["linux"]["devices"][0]["path"] = "/dev/fuse2"  # the new default: nothing to carry
+    (bundle / "config.json").write_text(json.dumps(changed))
+    engine.create("acme/vol", bundle, replace=True)
+    assert lines[-4:] == [
+        "not kept: SIZE=16m (the new config has no such setting)",
+        "not kept: TOKEN=abc (not settable in the new config)",
+        "not kept: flags=-v -x (the new config has no such setting)",
+        "not kept: data.source=/srv/vols (the new config has no such setting)",
+    ]
+    assert [c[0] for c in client.api.calls[-2:]] == ["post", "inspect"]  # nothing to set
+
+
+def test_a_rebuild_with_reset_settings_starts_from_the_defaults(
+    engine: Engine, client: FakeClient, bundle: Path, lines: list[str], customized: Any
+) -> None:
+    engine.create("acme/vol", bundle, replace=True, keep_settings=False)
+    assert lines[-1] == (
+        "not keeping this host's settings (--reset-settings): SIZE=16m TOKEN=abc flags=-v -x "
+        "data.source=/srv/vols fuse.path=/dev/fuse2"
+    )
+    assert [c[0] for c in client.api.calls[-2:]] == ["post", "inspect"]  # nothing set
+    assert client.api.plugins["acme/vol:latest"]["Settings"]["Env"] == [
+        "LOG_LEVEL=info",
+        "SIZE=64m",
+        "PYTHONUNBUFFERED=1",
+    ]
+
+
+def test_a_rebuild_of_a_plugin_left_at_its_defaults_sets_nothing(
+    engine: Engine, client: FakeClient, bundle: Path, lines: list[str]
+) -> None:
+    client.api.add("acme/vol:latest", config=config())
+    engine.create("acme/vol", bundle, replace=True)
+    assert [c[0] for c in client.api.calls] == ["inspect", "remove", "post", "inspect"]
+    assert not [line for line in lines if "settings" in line or "kept" in line]
+
+
 def test_create_reports_the_daemon_refusal(
     engine: Engine, client: FakeClient, bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,7 +471,7 @@ def test_create_needs_a_bundle(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_set(engine: Engine, client: FakeClient) -> None:
-    client.api.add("acme/vol:latest")
+    client.api.add("acme/vol:latest", config=config())
     engine.set("acme/vol", ["data.source=/srv", "LOG_LEVEL=debug"])
     assert client.api.calls[-1] == (
         "set",
@@ -446,6 +622,29 @@ def test_an_enable_failure_shows_the_plugin_output(
     )
 
 
+def test_a_plugin_that_stops_at_start_leads_the_enable_error_with_its_reason(
+    engine: Engine, client: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the daemon logs when a plugin exits at start: it runs it twice
+    # (enable, then once more when it exits), then fails enable.
+    said = (
+        'bad setting SIZE=\\"16x\\": not a size; change it with docker plugin set PLUGIN SIZE=VALUE'
+    )
+    line = f'time="2024-05-01T12:00:01Z" level=error msg="plugin: cannot start: {said}"'
+    log = tmp_path / "dockerd.log"
+    log.write_text(f"{line} plugin={PLUGIN_ID}\n" * 2)
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(log))
+    client.api.add("acme/vol:latest")
+    client.api.enable_error = "dial unix /run/docker/plugins/x/t.sock: connect: no such file"
+    with pytest.raises(EngineError) as exc:
+        engine.enable("acme/vol")
+    assert str(exc.value) == (
+        'enable acme/vol:latest: the plugin stopped at start: bad setting SIZE="16x": not a '
+        "size; change it with docker plugin set acme/vol:latest SIZE=VALUE\n"
+        "  (the daemon said: dial unix /run/docker/plugins/x/t.sock: connect: no such file)"
+    )
+
+
 def test_an_enable_failure_without_a_log_says_where_to_look(
     engine: Engine, client: FakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -473,6 +672,46 @@ def test_disable(engine: Engine, client: FakeClient, lines: list[str]) -> None:
     with pytest.raises(EngineError) as exc:
         engine.disable("other")
     assert str(exc.value) == "disable other:latest: no such plugin"
+
+
+@pytest.mark.parametrize(
+    ("kind", "users", "kept"),
+    [
+        ("docker.volumedriver/1.0", "volumes made with it", "the volumes and their data"),
+        ("docker.networkdriver/1.0", "networks made with it", "the networks"),
+        ("docker.logdriver/1.0", "containers logging through it", "the containers"),
+    ],
+)
+def test_a_disable_refused_for_users_names_force_and_what_it_keeps(
+    engine: Engine, client: FakeClient, kind: str, users: str, kept: str
+) -> None:
+    client.api.add("acme/vol:latest", enabled=True)
+    client.api.plugins["acme/vol:latest"]["Config"]["Interface"]["Types"] = [kind]
+    client.api.in_use.add("acme/vol:latest")
+    with pytest.raises(EngineError) as exc:
+        engine.disable("acme/vol")
+    assert str(exc.value) == (
+        f"disable acme/vol:latest: plugin acme/vol:latest is in use: {users} exist. "
+        "`disable --force` (docker plugin disable -f) disables it anyway and keeps "
+        f"{kept}; they work again once the plugin is enabled"
+    )
+    assert client.api.plugins["acme/vol:latest"]["Enabled"] is True
+    engine.disable("acme/vol", force=True)
+    assert client.api.plugins["acme/vol:latest"]["Enabled"] is False
+
+
+def test_a_remove_refused_for_users_says_what_to_remove_first(
+    engine: Engine, client: FakeClient
+) -> None:
+    client.api.add("acme/vol:latest")
+    client.api.in_use.add("acme/vol:latest")
+    with pytest.raises(EngineError) as exc:
+        engine.remove("acme/vol")
+    assert str(exc.value) == (
+        "remove acme/vol:latest: plugin acme/vol:latest is in use: volumes made with it "
+        "exist; remove them first. `rm --force` removes the plugin anyway and leaves them "
+        "without their driver"
+    )
 
 
 def test_remove(engine: Engine, client: FakeClient) -> None:
@@ -528,3 +767,40 @@ def test_an_unreachable_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
         "aborted.', FileNotFoundError(2, 'No such file or directory'))); start it "
         "(scripts/engine start) or set DOCKER_HOST"
     )
+
+
+# --- images a rebuild replaces ------------------------------------------------------------
+
+
+def test_a_build_removes_the_untagged_images_of_its_bundle_and_no_other(tmp_path: Path) -> None:
+    from plugin.bundle._rootfs import BUNDLE_LABEL, remove_replaced_images
+
+    class Images:
+        """The daemon's answer to the filter: what earlier builds of the
+        bundle left untagged (one still used by a container)."""
+
+        def __init__(self) -> None:
+            self.filters: list[dict[str, Any]] = []
+            self.removed: list[str] = []
+
+        def list(self, filters: dict[str, Any]) -> list[FakeImage]:
+            self.filters.append(filters)
+            return [FakeImage(i, {}) for i in ("sha256:old", "sha256:new", "sha256:busy")]
+
+        def remove(self, image: str) -> None:
+            if image == "sha256:busy":
+                raise APIError(
+                    "409 Client Error: Conflict",
+                    response=None,
+                    explanation="conflict: unable to delete busy (must be forced) - image is "
+                    "being used by stopped container 1234",
+                )
+            self.removed.append(image)
+
+    client = FakeClient()
+    client.images = Images()  # type: ignore[assignment]
+    assert remove_replaced_images(client, tmp_path / "bundle", "sha256:new") == ["sha256:old"]
+    assert client.images.filters == [  # type: ignore[attr-defined]
+        {"dangling": True, "label": f"{BUNDLE_LABEL}={tmp_path / 'bundle'}"}
+    ]
+    assert client.images.removed == ["sha256:old"]  # type: ignore[attr-defined]
