@@ -18,16 +18,17 @@ that exits at start once, not in a loop.
 
 from __future__ import annotations
 
-import argparse
 import os
-import socket
 import sys
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from ._socket import listening, socket_path
 
+TYPE_CHECKING = False  # not typing's: see _arguments
 if TYPE_CHECKING:
+    import argparse
+    import socket
+    from collections.abc import Iterable, Mapping
+
     from ._driver import Driver
 
 
@@ -54,14 +55,48 @@ def check_settings(
     check(declared, environ)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m plugin", description=__doc__)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="socket file name in /run/docker/plugins")
     where.add_argument("--path", help="full socket path (legacy plugins, tests)")
     parser.add_argument("--log-level", default=None, help="default: $LOG_LEVEL, else info")
     parser.add_argument("drivers", nargs="+", metavar="module:Class")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace | None:
+    """The arguments as ``_parser()`` reads them, for the plain forms the
+    builder writes (``--socket NAME [--log-level L] module:Class...``);
+    None for anything else (``--help``, ``--socket=NAME``, a mistake), which
+    goes to argparse. argparse (with the shutil, gettext and locale it
+    loads: 0.8 MB, a few ms) is not imported before the socket is bound."""
+    from types import SimpleNamespace
+
+    options: dict[str, str | None] = {"socket": None, "path": None, "log_level": None}
+    drivers: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--socket", "--path", "--log-level"):
+            key = arg[2:].replace("-", "_")
+            value = next(args, None)
+            if value is None or value.startswith("-") or options[key] is not None:
+                return None
+            options[key] = value
+        elif arg.startswith("-") or arg == "":
+            return None
+        else:
+            drivers.append(arg)
+    if (options["socket"] is None) == (options["path"] is None) or not drivers:
+        return None
+    return SimpleNamespace(**options, drivers=drivers)  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _arguments(argv) or _parser().parse_args(argv)
     try:
         at = socket_path(args.socket, args.path)
         with listening(at) as sock:

@@ -2,25 +2,33 @@
 use, loaded when something first uses them.
 
 asyncio and uvicorn import ``ssl`` (with OpenSSL, about 4 MB of a plugin's
-memory) and uvicorn imports ``logging.config`` (for a logging config file):
-neither is used by a plugin on a unix socket, without TLS or a logging file. ``defer()``
+memory), uvicorn imports ``logging.config`` (for a logging config file) and
+``email.utils`` (0.7 MB with the ``email`` modules it loads) for the one
+function that formats its Date header, ``configparser`` and ``pathlib`` for
+logging config files and auto-reload: a plugin on a unix socket uses no TLS,
+no logging file, no reload, and the date is made here. asyncio imports
+``subprocess`` for the subprocesses it can run. ``defer()``
 puts a module object in ``sys.modules`` that turns into the real module, in
 place, the first time it is asked for an attribute it does not hold. So
 ``import ssl`` anywhere, later, gets the real ``ssl``, loaded then.
 
 What the importers read while they are imported is given as stand-ins:
-numbers that are the real values, and classes that nothing can be an
-instance of before the real module is loaded (the only use asyncio makes
-of them until then is ``isinstance`` and ``except``). Once the module is
+numbers that are the real values, classes that nothing can be an instance
+of before the real module is loaded (the only use asyncio makes of them
+until then is ``isinstance`` and ``except``; making one, or reading one of
+its attributes, loads the real module), a function giving the same answers
+as the real one. Once the module is
 loaded, every stand-in kept by another module (as a global, or inside a
 tuple of exceptions) is replaced by the real object.
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import sys
 import threading
+import time
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -96,13 +104,57 @@ def _replace_everywhere(real: dict[int, Any]) -> None:
                 namespace[key] = tuple(real.get(id(v), v) for v in value)
 
 
-def _stand_in_class(module: str, name: str, base: type = Exception) -> type:
-    return type(name, (base,), {"__module__": module, "__doc__": f"stand-in for {module}.{name}"})
+class _StandIn(type):
+    """The type of a stand-in class: making one, or reading any attribute it
+    lacks, loads the real module and goes to the real class."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return _real(cls)(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        return getattr(_real(cls), name)
+
+
+def _real(cls: type) -> Any:
+    module = sys.modules[cls.__module__]
+    if type(module) is _Deferred:
+        _load(module)
+    return getattr(module, cls.__name__)
+
+
+def _stand_in_class(module: str, name: str, base: type = object) -> type:
+    doc = f"stand-in for {module}.{name} until {module} is loaded"
+    return _StandIn(name, (base,), {"__module__": module, "__doc__": doc})
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def formatdate(timeval: float | None = None, localtime: bool = False, usegmt: bool = False) -> str:
+    """``email.utils.formatdate`` in UTC, as uvicorn calls it every second
+    (``usegmt=True``); a local time comes from the real one."""
+    if localtime:
+        real = sys.modules["email.utils"]
+        if type(real) is _Deferred:
+            _load(real)
+        return real.formatdate(timeval, localtime, usegmt)  # type: ignore[no-any-return]
+    if timeval is None:
+        timeval = time.time()
+    if usegmt:
+        t = datetime.datetime.fromtimestamp(timeval, datetime.UTC).timetuple()
+    else:
+        t = datetime.datetime.fromtimestamp(timeval, datetime.UTC).replace(tzinfo=None).timetuple()
+    zone = "GMT" if usegmt else "-0000"
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {zone}"
+    )
 
 
 def defer_unused() -> None:
-    """Defer what asyncio and uvicorn import for TLS and logging config files.
-    Call it before they are imported."""
+    """Defer what asyncio and uvicorn import for TLS, logging config files
+    and the Date header. Call it before they are imported."""
     defer(
         "ssl",
         {
@@ -115,3 +167,10 @@ def defer_unused() -> None:
         },
     )
     defer("logging.config")
+    defer("email.utils", {"formatdate": formatdate})
+    # asyncio names subprocess for its subprocess support (the numbers are
+    # subprocess.PIPE, STDOUT and DEVNULL).
+    defer("subprocess", {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3})
+    # uvicorn.config names these for log config files and auto-reload only.
+    defer("configparser", {"RawConfigParser": _stand_in_class("configparser", "RawConfigParser")})
+    defer("pathlib", {"Path": _stand_in_class("pathlib", "Path")})

@@ -36,7 +36,6 @@ sending a chmod, a deletion or a mount to the host's ``/``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import errno
 import functools
@@ -44,15 +43,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin import Mount, PluginError
 from plugin.volume import (
@@ -70,6 +66,12 @@ from plugin.volume import (
     Volume,
     VolumeDriver,
 )
+
+if TYPE_CHECKING:
+    import ctypes
+
+# shutil (removals) and ctypes (mounts) are imported when first needed: a
+# plugin that only answers the daemon's queries never loads them.
 
 __all__ = ["DATA", "PAUSE_ENV", "LocalVolumes", "StateError"]
 
@@ -229,7 +231,7 @@ class LocalVolumes(VolumeDriver):
             if name not in self._vols:
                 raise _no_such(name)
             vols = {k: v for k, v in self._vols.items() if k != name}
-            holder = uuid.uuid4().hex
+            holder = os.urandom(16).hex()
             moved = True
             try:
                 with self._open(_VOLUMES) as vdir, self._open(_TRASH) as tdir:
@@ -436,7 +438,8 @@ class LocalVolumes(VolumeDriver):
         self._write_state({"version": STATE_VERSION, "volumes": volumes})
 
     def _write_state(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.data_dir)
+        tmp = os.path.join(self.data_dir, f"{_TMP_PREFIX}{os.urandom(8).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2, ensure_ascii=False)
@@ -518,6 +521,8 @@ class LocalVolumes(VolumeDriver):
         volume goes on being deleted in the background after PURGE_WAIT."""
 
         def purge() -> None:
+            import shutil
+
             try:
                 with self._open(_TRASH) as tdir:
                     shutil.rmtree(holder, dir_fd=tdir)
@@ -664,6 +669,8 @@ class LocalVolumes(VolumeDriver):
         path = os.path.join(self._trash_dir, entry)
         try:
             if stat.S_ISDIR(os.stat(entry, dir_fd=tdir, follow_symlinks=False).st_mode):
+                import shutil
+
                 shutil.rmtree(entry, dir_fd=tdir)
             else:
                 os.unlink(entry, dir_fd=tdir)  # a link is deleted, never followed
@@ -865,6 +872,8 @@ def _human(size: int) -> str:
 @functools.cache
 def _libc() -> ctypes.CDLL:
     # The running interpreter's own C library (glibc or musl alike).
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [
         ctypes.c_char_p,
@@ -879,11 +888,17 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
 def _bind_mount(src: str, dst: str, shown: str | None = None) -> None:
     """Bind ``src`` onto ``dst`` (both may be /proc/self/fd/N); ``shown`` names
     the target in errors."""
     if _libc().mount(os.fsencode(src), os.fsencode(dst), None, MS_BIND, None) != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(err, os.strerror(err), shown or dst)
 
 
@@ -891,7 +906,7 @@ def _detach(dst: str) -> None:
     """Lazily unmount everything stacked on ``dst``; nothing mounted is fine."""
     for _ in range(16):
         if _libc().umount2(os.fsencode(dst), MNT_DETACH | UMOUNT_NOFOLLOW) != 0:
-            err = ctypes.get_errno()
+            err = _errno()
             if err == errno.EINVAL:  # not (or no longer) a mount point
                 return
             raise OSError(err, os.strerror(err), dst)

@@ -468,3 +468,42 @@ def test_serve_in_process_returns_on_sigterm(short_dir: str) -> None:
     thread.join()
     assert not os.path.exists(path)
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--socket", "lv.sock", "a.b:C"],
+        ["--path", "/tmp/x.sock", "a:C", "b:D"],
+        ["--log-level", "debug", "--socket", "s", "a:C"],
+        ["a:C", "--socket", "s"],
+        ["--socket=s", "a:C"],
+        ["--socket", "s", "--path", "/p", "a:C"],
+        ["--socket", "s"],
+        ["--socket", "s", "--socket", "t", "a:C"],
+        ["--socket", "-s", "a:C"],
+        ["--help"],
+        ["--log-level", "info", "a:C"],
+        [],
+    ],
+)
+def test_the_quick_argument_reader_agrees_with_argparse(argv: list[str]) -> None:
+    from plugin.__main__ import _arguments, _parser
+
+    quick = _arguments(argv)
+    if quick is None:
+        return  # argparse reads it (help, or an error)
+    assert vars(quick) == vars(_parser().parse_args(argv))
+
+
+def test_the_quick_argument_reader_reads_what_the_builder_writes() -> None:
+    from plugin.__main__ import _arguments
+
+    args = _arguments(["--socket", "localvol.sock", "localvol.driver:LocalVolumes"])
+    assert args is not None
+    assert vars(args) == {
+        "socket": "localvol.sock",
+        "path": None,
+        "log_level": None,
+        "drivers": ["localvol.driver:LocalVolumes"],
+    }
