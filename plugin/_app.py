@@ -55,6 +55,11 @@ class App:
 
     def __init__(self, calls: dict[str, Handler]) -> None:
         self.calls = calls
+        #: The POST paths answered without waiting for anything (not even
+        #: the body): the SDK's own answers built from class attributes
+        #: (Activate, a default Capabilities). plugin._http runs them at
+        #: once, without a task.
+        self.at_once = frozenset(p for p, h in calls.items() if getattr(h, "at_once", False))
         self._fallback: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,9 +225,14 @@ def _handler(
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await _read_body(scope, receive)
-            req = decode_body(body, request_type)
-            result = await call_driver((req,) if takes_request else (), scope, send)
+            if takes_request:
+                req = decode_body(await _read_body(scope, receive), request_type)
+                result = await call_driver((req,), scope, send)
+            else:
+                # The body is ignored, so not even read (the server drops
+                # it); only a declared size over the limit is refused.
+                _check_length(scope)
+                result = await call_driver((), scope, send)
             if result is _ANSWERED:
                 return
             if result is None and default_response is not None:
@@ -254,6 +264,7 @@ def _handler(
             log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
         await _answer(scope, send, 200, payload)
 
+    handle.at_once = inline and not takes_request  # type: ignore[attr-defined]
     return handle
 
 
@@ -391,14 +402,18 @@ def _requires_body(model: type[Model]) -> bool:
     )
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
+def _check_length(scope: Scope) -> None:
     for key, value in scope["headers"]:
         if key == b"content-length":
             if value.isdigit() and int(value) > MAX_BODY:
                 raise BadRequest(
                     f"bad request: body too large ({value.decode()} bytes, limit {MAX_BODY})"
                 )
-            break
+            return
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    _check_length(scope)
     message = await receive()
     if message["type"] != "http.request":
         raise _Disconnected
@@ -428,6 +443,7 @@ def _activate_handler(drivers: tuple[Driver, ...]) -> Handler:
     async def activate(scope: Scope, receive: Receive, send: Send) -> None:
         await _answer(scope, send, 200, body)
 
+    activate.at_once = True  # type: ignore[attr-defined]
     return activate
 
 

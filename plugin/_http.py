@@ -1,23 +1,39 @@
-"""uvicorn's httptools protocol, with the SDK's answers sent in one write.
+"""uvicorn's httptools protocol and asyncio's event loop, with three changes
+for the daemon's short calls; uvicorn serves, asyncio runs it, as before.
 
-uvicorn writes a response's status line and headers, then its body, each
-with its own ``send(2)``: two system calls and two wake-ups of the daemon's
-reader for each answer, the largest part of the plugin's CPU time per call.
-Here each connection's transport can hold one write until the next one: the
-SDK's direct answers (``plugin._app``) ask for that before they send their
-head, so head and body leave together. Every other response (Starlette's,
-streamed ones) is written exactly as uvicorn writes it. Without httptools,
-uvicorn's pure-Python h11 protocol serves, unchanged.
+* One write per answer. uvicorn writes a response's status line and
+  headers, then its body, each with its own ``send(2)``: two system calls
+  and two wake-ups of the daemon's reader per answer, the largest part of
+  the plugin's CPU time per call. Each connection's transport can hold one
+  write until the next one: the SDK's direct answers (``plugin._app``) ask
+  for that before they send their head, so head and body leave together.
+  Every other response (Starlette's, streamed ones) is written exactly as
+  uvicorn writes it.
+* No address lookups on a unix socket. uvicorn asks the kernel for both
+  ends' addresses of every connection (two system calls), and answers None
+  for a unix socket's; the protocol gets None without asking.
+* The SDK's own answers built from class attributes (``Plugin.Activate``,
+  a default ``Capabilities``; ``App.at_once``) run at once when their
+  request's head arrives, not in a new task on a later pass of the loop:
+  they need neither the body nor a task. Should one have to wait (the
+  connection's buffer full), it goes on in a task.
+* A connection is accepted without a task. asyncio accepts in a loop until
+  the backlog is empty (one more ``accept(2)``, failing, per connection) and
+  sets each connection up in a new task; the loop here accepts one
+  connection per readiness of the socket (it stays readable while more wait)
+  and makes its transport at once, as that task would.
 
+Without httptools, uvicorn's pure-Python h11 protocol serves, unchanged.
 Imported only by ``serve()``, after uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["ONE_WRITE", "OneWrite", "protocol_class"]
+__all__ = ["ONE_WRITE", "OneWrite", "PluginLoop", "protocol_class"]
 
 #: The scope key under which the protocol offers a request its connection's
 #: ``OneWrite`` (absent under any other server).
@@ -32,12 +48,13 @@ class OneWrite:
     is held first. Every other attribute is the wrapped transport's.
     """
 
-    __slots__ = ("_held", "_holding", "transport")
+    __slots__ = ("_held", "_holding", "_no_socket", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self._holding = False
         self._held: bytes | None = None
+        self._no_socket = False
 
     def hold(self) -> None:
         self._holding = True
@@ -87,6 +104,8 @@ class OneWrite:
         return self.transport.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._no_socket and name == "socket":
+            return default
         return self.transport.get_extra_info(name, default)
 
     def pause_reading(self) -> None:
@@ -109,11 +128,106 @@ def protocol_class() -> Any:
 
     class PluginProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self._one_write = OneWrite(transport)
-            super().connection_made(self._one_write)  # type: ignore[arg-type]
+            self._one_write = writes = OneWrite(transport)
+            # A unix socket's peers have no address: without the socket,
+            # uvicorn reads the transport's cached "sockname" and "peername"
+            # (a path, or "") and finds None, as it would have, for both.
+            writes._no_socket = isinstance(transport.get_extra_info("sockname"), str)
+            try:
+                super().connection_made(writes)  # type: ignore[arg-type]
+            finally:
+                writes._no_socket = False
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.scope[ONE_WRITE] = self._one_write  # type: ignore[literal-required]
 
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            scope = cycle.scope
+            if scope["method"] != "POST" or scope["path"] not in getattr(app, "at_once", ()):
+                super()._start_asgi_task(cycle, app)
+                return
+            run = cycle.run_asgi(app)
+            try:
+                waiting = run.send(None)
+            except StopIteration:
+                return
+            task = self.loop.create_task(_go_on(run, waiting))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
     return PluginProtocol
+
+
+async def _go_on(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
+    """Go on with ``coro``, started by hand and now waiting for what it
+    yielded (``waiting``), in the task running this."""
+    return await _GoOn(coro, waiting)
+
+
+class _GoOn:
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self.coro = coro
+        self.waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        # What a task does with a coroutine: hand what it waits for to the
+        # loop, then resume it with the outcome (or throw in a cancellation).
+        coro, waiting = self.coro, self.waiting
+        while True:
+            try:
+                received = yield waiting
+            except BaseException as exc:
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coro.send(received)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class PluginLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, accepting a plain connection without a task."""
+
+    def _accept_connection(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *args: Any,
+    ) -> None:
+        if sslcontext is not None:
+            super()._accept_connection(  # type: ignore[misc]
+                protocol_factory, sock, sslcontext, server, backlog, *args
+            )
+            return
+        try:
+            conn, addr = sock.accept()
+            conn.setblocking(False)
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError:
+            # Out of descriptors or memory: asyncio's own handling (it pauses
+            # accepting for a while).
+            super()._accept_connection(  # type: ignore[misc]
+                protocol_factory, sock, sslcontext, server, 1, *args
+            )
+            return
+        try:
+            protocol = protocol_factory()
+            self._make_socket_transport(  # type: ignore[attr-defined]
+                conn, protocol, extra={"peername": addr}, server=server
+            )
+        except (SystemExit, KeyboardInterrupt):
+            conn.close()
+            raise
+        except BaseException as exc:
+            conn.close()
+            self.call_exception_handler(
+                {"message": "Error on transport creation for incoming connection", "exception": exc}
+            )

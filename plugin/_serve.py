@@ -168,6 +168,8 @@ def _server(uvicorn: Any, app: Any) -> Any:
     config = uvicorn.Config(
         app,
         http=protocol_class(),
+        # uvicorn >= 0.36 takes a loop class ("module:name"); before, "auto".
+        loop="plugin._http:PluginLoop" if hasattr(uvicorn.Config, "get_loop_factory") else "auto",
         ws="none",
         interface="asgi3",
         lifespan="off",

@@ -684,8 +684,7 @@ def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Pro
             )
             warn(
                 f"mounts[{i}].source",
-                f"{source!r} is the daemon's own data (every container's files and logs); "
-                f"{what}",
+                f"{source!r} is the daemon's own data (every container's files and logs); {what}",
             )
     if declared is not None:
         out += _undeclared(linux.get("capabilities") or [], declared)

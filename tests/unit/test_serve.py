@@ -507,3 +507,33 @@ def test_the_quick_argument_reader_reads_what_the_builder_writes() -> None:
         "log_level": None,
         "drivers": ["localvol.driver:LocalVolumes"],
     }
+
+
+def test_a_call_started_by_hand_goes_on_in_a_task() -> None:
+    # What plugin._http does with an answer that had to wait after all.
+    from plugin._http import _go_on
+
+    async def call(gate: asyncio.Future[str]) -> str:
+        return "answered " + await gate
+
+    async def main() -> tuple[str, bool]:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[str] = loop.create_future()
+        run = call(gate)
+        waiting = run.send(None)  # started by hand: it waits for the gate
+        task = loop.create_task(_go_on(run, waiting))
+        loop.call_soon(gate.set_result, "late")
+        answered = await task
+        # A cancellation reaches the coroutine inside.
+        gate2: asyncio.Future[str] = loop.create_future()
+        run2 = call(gate2)
+        task2 = loop.create_task(_go_on(run2, run2.send(None)))
+        await asyncio.sleep(0)
+        task2.cancel()
+        try:
+            await task2
+        except asyncio.CancelledError:
+            return answered, gate2.cancelled()
+        return answered, False
+
+    assert asyncio.run(main()) == ("answered late", True)
