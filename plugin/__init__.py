@@ -7,6 +7,17 @@ Write one driver class per plugin type and serve it::
 
     serve(MyVolumes(), socket="myvol.sock")
 
+Request and response models are dataclasses of ``Model`` whose fields carry
+their exact wire name (``wire("NetworkID")``). To read a field the daemon
+sends and the SDK does not know yet, subclass the request model and annotate
+the method with it::
+
+    @dataclass(slots=True)
+    class MyJoinRequest(JoinRequest):
+        new_field: str = wire("NewField", "")
+
+    def join(self, req: MyJoinRequest) -> JoinResponse: ...
+
 The runtime imports neither docker nor jinja2; the builder lives in
 ``plugin.bundle``.
 """
@@ -21,6 +32,7 @@ if TYPE_CHECKING:
 
     from ._driver import Driver, Endpoint, method_name
     from ._serve import serve
+    from ._wire import Model, wire
     from .errors import BadRequest, PluginError
     from .manifest import Args, Device, Env, Mount
 
@@ -33,10 +45,12 @@ _HOMES = {
     "Driver": "._driver",
     "Endpoint": "._driver",
     "Env": ".manifest",
+    "Model": "._wire",
     "Mount": ".manifest",
     "PluginError": ".errors",
     "method_name": "._driver",
     "serve": "._serve",
+    "wire": "._wire",
 }
 
 __all__ = [
@@ -46,10 +60,12 @@ __all__ = [
     "Driver",
     "Endpoint",
     "Env",
+    "Model",
     "Mount",
     "PluginError",
     "method_name",
     "serve",
+    "wire",
 ]
 
 

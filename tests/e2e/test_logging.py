@@ -350,15 +350,58 @@ def test_docker_stop_returns_when_the_disk_hangs(filelog: Instance) -> None:
     assert numbers[0] == 1
 
 
+HOSTILE = [b"", b"{", b"[]", b"null", b'{"File": 1}', b'{"File": "/etc/passwd"}', b"\xff" * 8]
+
+
+def test_hostile_bodies_on_every_endpoint_answer_json(filelog: Instance) -> None:
+    """On the plugin's own socket, as the daemon would send them."""
+    from tests.unit.test_fuzz import _http, raw_exchange
+
+    path = f"/run/docker/plugins/{filelog.id}/filelog.sock"
+    answers = {}
+    for call in ("StartLogging", "StopLogging", "Capabilities", "ReadLogs", "Nope"):
+        for body in HOSTILE:
+            answer = raw_exchange(path, _http(f"/LogDriver.{call}", body), wait=5)
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            status = int(head.split()[1])
+            if status != 200:
+                err = json.loads(payload)["Err"]
+                assert isinstance(err, str) and err, (call, body, payload)
+                assert "Traceback" not in err and "/opt/plugin" not in err, err
+            answers[call, body] = status, payload
+    assert answers["Capabilities", b""] == (200, b'{"Cap":{"ReadLogs":true}}')
+    assert answers["StartLogging", b'{"File": "/etc/passwd"}'] == (
+        500,
+        b'{"Err":"cannot log to /etc/passwd: not a FIFO"}',
+    )
+    assert answers["StopLogging", b"{"][0] == 400
+    assert answers["Nope", b""][0] == 404
+    assert answers["ReadLogs", b'{"File": 1}'] == (
+        500,
+        b'{"Err":"invalid container ID \'\': expected 64 hexadecimal digits"}',
+    )
+
+
 def test_the_plugin_killed_mid_stream_keeps_what_it_was_handed(filelog: Instance) -> None:
-    container = filelog.run(TEST_IMAGE, "sh", "-c", "seq 1 20000; sleep 600")
+    """Killed (SIGKILL) while a container logs: what it had stored is kept,
+    and the restarted plugin reads the container's FIFO again, so what the
+    container prints afterwards is logged too, each line once."""
+    script = (
+        "seq 1 20000; while [ ! -e /tmp/more ]; do sleep 0.05; done; seq 20001 30000; sleep 600"
+    )
+    container = filelog.run(TEST_IMAGE, "sh", "-c", script)
     wait_for("20000 lines", lambda: len(logs(container)[0]) == 20_000, 60)
     pid = filelog.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_for("the plugin to restart", lambda: filelog.pid() not in (None, pid), 60)
     assert logs(container)[0] == [str(i) for i in range(1, 20_001)]
+    docker("exec", container, "touch", "/tmp/more")
+    wait_for("30000 lines", lambda: len(logs(container)[0]) >= 30_000, 60)
+    assert logs(container)[0] == [str(i) for i in range(1, 30_001)]
+    start = time.monotonic()
     docker("rm", "-f", container)
+    assert time.monotonic() - start < 10
     # New containers log as before.
     after = filelog.run(TEST_IMAGE, "seq", "1", "5")
     docker("wait", after)

@@ -5,6 +5,7 @@ stream, and the reassembly of long lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -26,6 +27,7 @@ from plugin.logging import (
     ReadConfig,
     ReadLogsRequest,
     Reassembler,
+    StartLoggingRequest,
     parse_time_ns,
 )
 from plugin.testing import PluginClient
@@ -225,16 +227,29 @@ def test_on_start_refuses_with_the_drivers_message(fifo: Fifo) -> None:
         # Nothing reads the FIFO: StopLogging knows no such stream.
         assert stop(client, fifo) == {}
     assert driver.stopped == []
+    # The FIFO was closed again: this process holds only the test's descriptor.
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir used is gone
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert held.count(fifo.path) == 1
 
 
 def test_a_missing_fifo(tmp_path: Path) -> None:
-    with PluginClient(Collect()) as client:
+    started: list[LogStream] = []
+
+    class Watch(Collect):
+        def on_start(self, stream: LogStream) -> None:
+            started.append(stream)
+
+    with PluginClient(Watch()) as client:
         path = str(tmp_path / "gone")
         reply = client.post("/LogDriver.StartLogging", {"File": path, "Info": INFO})
     assert (reply.status, reply.json) == (
         500,
         {"Err": f"cannot open the log FIFO {path}: No such file or directory"},
     )
+    assert started == []  # the driver set nothing up for it
 
 
 def test_not_a_fifo(tmp_path: Path) -> None:
@@ -607,3 +622,47 @@ def test_read_logs_ends_each_line_with_a_newline() -> None:
         ("stdout", b""),
     ]
     assert got == expected * 2
+
+
+# --- after a restart of the plugin ------------------------------------------------------
+
+
+def test_resume_reads_a_fifo_again_from_its_first_whole_entry(fifo: Fifo) -> None:
+    """The killed plugin may have taken part of an entry: the rest of it is
+    skipped, then every entry the daemon wrote meanwhile is read."""
+    cut = encode_entries(lines(1, start=99))[7:]
+    os.write(fifo.fd, cut)
+    fifo.write(lines(50))
+    driver = Collect()
+    stream = driver.resume_logging(StartLoggingRequest.from_wire({"File": fifo.path, "Info": INFO}))
+    assert stream.resumed and stream.state == "mine"  # on_start ran again
+    fifo.write(lines(50, start=50))
+    with PluginClient(driver) as client:
+        assert stop(client, fifo) == {}
+    assert driver.got == lines(100)
+    assert driver.stopped == [("/web", 100)]
+
+
+def test_resume_of_a_fifo_that_is_gone(tmp_path: Path) -> None:
+    path = str(tmp_path / "gone")
+    with pytest.raises(PluginError) as err:
+        Collect().resume_logging(StartLoggingRequest.from_wire({"File": path, "Info": INFO}))
+    assert str(err.value) == f"cannot open the log FIFO {path}: No such file or directory"
+
+
+def test_resume_needs_plain_handlers(fifo: Fifo) -> None:
+    class Async(LogDriver):
+        async def on_entry(self, stream: LogStream, entry: LogEntry) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"^Async: resume_logging needs plain handlers$"):
+        Async().resume_logging(StartLoggingRequest.from_wire({"File": fifo.path, "Info": INFO}))
+
+
+def test_first_frame() -> None:
+    from plugin.logging import _first_frame
+
+    whole = encode_entries(lines(3))
+    assert _first_frame(whole) == 0
+    assert _first_frame(whole[5:]) == len(encode_entries(lines(1))) - 5
+    assert _first_frame(b"\x00\x00\x00\x05garbage") is None
