@@ -180,7 +180,11 @@ class LocalVolumes(VolumeDriver):
         # never changed in place.
         self._lock = threading.Lock()
         self._vols: dict[str, _Volume] = {}
+        # Every mount not unmounted yet (state.json keeps them across
+        # restarts), and those of them made by this process: only the second
+        # can stop a Remove (see remove).
         self._refs = MountRefs()
+        self._live = MountRefs()
         with self._lock:
             self._recover()
 
@@ -226,10 +230,25 @@ class LocalVolumes(VolumeDriver):
         log.info("created volume %r %s", name, options)
 
     def remove(self, req: RemoveRequest) -> None:
+        """Remove a volume, unless this plugin process has mounted it and not
+        unmounted it since, as Docker's ``local`` driver refuses ("volume has
+        active mounts").
+
+        Mounts recorded in state.json by an earlier process are not counted:
+        the plugin tells them apart because only mounts answered by this
+        process are counted in ``_live`` (the daemon, restarted too, may never
+        unmount the others; it removes only volumes it sees unused).
+        """
         name = req.name
         with self._changing():
             if name not in self._vols:
                 raise _no_such(name)
+            active = self._live.count(name)
+            if active:
+                raise PluginError(
+                    f"cannot remove volume {_q(name)}: volume has active mounts ({active} "
+                    "since the plugin started; they must be unmounted first)"
+                )
             vols = {k: v for k, v in self._vols.items() if k != name}
             holder = os.urandom(16).hex()
             moved = True
@@ -260,6 +279,7 @@ class LocalVolumes(VolumeDriver):
                 raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
             self._vols = vols
             self._refs.forget(name)
+            self._live.forget(name)
             if self.bind:
                 # The daemon removes only unused volumes: a mount left here is
                 # stale (recorded before a restart). Committed already, so a
@@ -293,6 +313,7 @@ class LocalVolumes(VolumeDriver):
                         log.error("%s", undo)
                 raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
             self._refs.add(name, req.id)
+            self._live.add(name, req.id)
         return MountResponse(self._mountpoint(name))
 
     def unmount(self, req: UnmountRequest) -> None:
@@ -311,6 +332,7 @@ class LocalVolumes(VolumeDriver):
                 log.error("cannot unmount volume %r: %s", name, exc)
                 raise PluginError(f"cannot unmount volume {_q(name)}: {_reason(exc)}") from None
             last = self._refs.discard(name, req.id)
+            self._live.discard(name, req.id)
             if last and self.bind:
                 self._unbind(name)
 
