@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from .errors import BadRequest, PluginError
     from .manifest import Args, Device, Env, Mount
 
-# Loaded on first use: ``python -m plugin`` binds its socket before it
-# imports anything else (plugin.__main__).
+# Loaded on first use: ``python -m plugin`` imports what its drivers and the
+# socket need before it listens, and the rest after.
 _HOMES = {
     "Args": ".manifest",
     "BadRequest": ".errors",

@@ -4,16 +4,17 @@ Imports each driver class, checks the per-host settings they declare (and
 ``LOG_LEVEL``), instantiates each with no arguments and serves them all on
 one socket. This is the entrypoint the builder writes into config.json.
 
-The socket is bound first, with nothing but ``plugin._socket`` loaded, then
-the drivers are imported and made, then the server: connections made in the
-meantime wait in the socket's backlog.
+The socket is bound once the drivers are made, before the server's own
+imports: connections made meanwhile wait in its backlog. Not earlier: the
+daemon dials a plugin's socket from half a second after starting it and
+enables it once it connects, so a plugin that listened and then failed to
+load a driver would be enabled, then restarted on its exit, in a loop.
 
 A problem at start (a bad setting, a driver that cannot be made) is one line
 ``plugin: cannot start: ...`` on stderr, which the daemon logs, and exit
-status 1, the socket removed again: the daemon dials a plugin's socket half
-a second after starting it and fails ``docker plugin enable`` (after its
-~12 s of dial attempts), leaving the plugin disabled; it restarts a plugin
-that exits at start once, not in a loop.
+status 1: the daemon then fails ``docker plugin enable`` (after its ~12 s
+of dial attempts) and leaves the plugin disabled; it restarts a plugin that
+exits at start once, not in a loop.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from ._socket import listening, socket_path
 TYPE_CHECKING = False  # not typing's: see _arguments
 if TYPE_CHECKING:
     import argparse
-    import socket
     from collections.abc import Iterable, Mapping
 
     from ._driver import Driver
@@ -71,8 +71,8 @@ def _arguments(argv: list[str]) -> argparse.Namespace | None:
     """The arguments as ``_parser()`` reads them, for the plain forms the
     builder writes (``--socket NAME [--log-level L] module:Class...``);
     None for anything else (``--help``, ``--socket=NAME``, a mistake), which
-    goes to argparse. argparse (with the shutil, gettext and locale it
-    loads: 0.8 MB, a few ms) is not imported before the socket is bound."""
+    goes to argparse. argparse loads shutil, gettext and locale: 0.8 MB of a
+    plugin's memory and a few ms before it listens."""
     from types import SimpleNamespace
 
     options: dict[str, str | None] = {"socket": None, "path": None, "log_level": None}
@@ -99,14 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv) or _parser().parse_args(argv)
     try:
         at = socket_path(args.socket, args.path)
-        with listening(at) as sock:
-            return _serve(args, sock, at)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         print(f"plugin: cannot serve: {exc}", file=sys.stderr)
         return 1
 
-
-def _serve(args: argparse.Namespace, sock: socket.socket, at: str) -> int:
     from ._driver import load_driver_class
     from ._serve import _StopOnSignal, configure_logging, log, serve_on
 
@@ -129,7 +125,12 @@ def _serve(args: argparse.Namespace, sock: socket.socket, at: str) -> int:
             traceback.print_exc()
             print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
-        serve_on(drivers, sock, at, stop)
+        try:
+            with listening(at) as sock:
+                serve_on(drivers, sock, at, stop)
+        except (OSError, ValueError) as exc:
+            print(f"plugin: cannot serve: {exc}", file=sys.stderr)
+            return 1
     log.info("stopped")
     return 0
 

@@ -2,7 +2,7 @@
 
 The one home of the socket-name rule and the plugin directory, for the
 runtime and the builder alike. Light on purpose: ``python -m plugin``
-binds its socket with only this module loaded.
+checks its socket's name before it imports anything else.
 """
 
 from __future__ import annotations
