@@ -215,9 +215,9 @@ class FileLogs(LogDriver):
             state.store.offer(LogBatch.of(rest).raw, len(rest))
         state.store.detach()
         self._save_streams(lambda saved: saved.pop(stream.file, None))
-        # Answer StopLogging once the lines are on disk, unless the disk hangs:
-        # the SDK answers at its deadline anyway.
-        state.store.wait_writer(self.stop_timeout)
+        # Answer StopLogging once the lines are on disk, unless the disk
+        # hangs (nothing written for a second): docker stop waits for it.
+        state.store.wait_writer(self.stop_timeout, stalled=1.0)
         log.info(
             "%s stopped: %d entries read, %s",
             stream,

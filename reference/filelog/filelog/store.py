@@ -269,15 +269,22 @@ class ContainerLog:
                 self.cond.wait(left)
             return True
 
-    def wait_writer(self, timeout: float) -> bool:
-        """Wait for the writer thread to end; False after ``timeout``."""
+    def wait_writer(self, timeout: float, stalled: float | None = None) -> bool:
+        """Wait for the writer thread to end; False after ``timeout``, or
+        after ``stalled`` seconds in which it wrote nothing (a hung disk)."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            progress = (self.written, self.dropped)
+            since = time.monotonic()
             while self._writer is not None or self._ending:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     return False
-                self.cond.wait(left)
+                if (self.written, self.dropped) != progress:
+                    progress, since = (self.written, self.dropped), now
+                elif stalled is not None and now - since >= stalled:
+                    return False
+                self.cond.wait(min(deadline - now, stalled or deadline - now))
             return True
 
     @property
