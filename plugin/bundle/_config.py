@@ -2,8 +2,9 @@
 
 The daemon checks almost nothing (keys are case-insensitive, unknown keys are
 silently dropped, ``validateConfig`` is a no-op), so a typo becomes a plugin
-that starts without its mount. Everything is checked here instead, against
-PROTOCOL.md §3, and against the rootfs when there is one.
+that starts without its mount. Everything is checked here instead: each
+field's type and allowed values as the daemon's config format defines them
+(the tables below), names and limits, and the rootfs when there is one.
 """
 
 from __future__ import annotations

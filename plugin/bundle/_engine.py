@@ -10,7 +10,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -457,44 +457,80 @@ def _pack(bundle: Path, ref: Path) -> Iterator[bytes]:
 def _pack_tar(tar: str, bundle: Path, ref: Path) -> Iterator[bytes]:
     import subprocess
 
-    proc = subprocess.Popen(
-        [
-            tar,
-            "-c",
-            "-f",
-            "-",
-            "--numeric-owner",
-            "-C",
-            str(bundle),
-            "config.json",
-            "rootfs",
-            "--transform",
-            f"s,^\\{ref.name}$,rootfs/{ref.name},",
-            "-C",
-            str(ref.parent),
-            ref.name,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        while chunk := proc.stdout.read(1 << 20):
-            yield chunk
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        code = proc.wait()
+    # tar's messages go to a file, not a pipe: a pipe nobody reads until tar
+    # ends would stop tar (and this build) once it holds 64 KiB of warnings.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [
+                tar,
+                "-c",
+                "-f",
+                "-",
+                "--numeric-owner",
+                "-C",
+                str(bundle),
+                "config.json",
+                "rootfs",
+                "--transform",
+                f"s,^\\{ref.name}$,rootfs/{ref.name},",
+                "-C",
+                str(ref.parent),
+                ref.name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read(1 << 20):
+                yield chunk
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace")
     if code != 0:
-        raise EngineError(f"packing {bundle} failed: {err.strip()}")
+        raise EngineError(f"packing {bundle} failed: {err.strip()[-2000:]}")
 
 
 def _pack_python(config: Path, rootfs: Path, ref: Path) -> Iterator[bytes]:
-    import io
+    """The bundle as a tar stream made by tarfile (no tar on this host): made
+    in a thread and handed over in pieces, never whole in memory."""
+    import queue
+    import threading
 
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tf:
-        tf.add(config, "config.json")
-        tf.add(rootfs, "rootfs")
-        tf.add(ref, f"rootfs/{ref.name}")
-    yield out.getvalue()
+    pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    class Pipe:
+        def write(self, data: bytes) -> int:
+            if stop.is_set():
+                raise OSError("the reader went away")
+            pieces.put(bytes(data))
+            return len(data)
+
+    def make() -> None:
+        try:
+            pipe: Any = Pipe()  # write() is all a stream ("w|") needs
+            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.GNU_FORMAT) as tf:
+                tf.add(config, "config.json")
+                tf.add(rootfs, "rootfs")
+                tf.add(ref, f"rootfs/{ref.name}")
+        except BaseException as exc:
+            pieces.put(exc)
+        else:
+            pieces.put(None)
+
+    worker = threading.Thread(target=make, name="pack-bundle", daemon=True)
+    worker.start()
+    try:
+        while (piece := pieces.get()) is not None:
+            if isinstance(piece, BaseException):
+                raise EngineError(f"packing {rootfs.parent} failed: {piece}") from None
+            yield piece
+    finally:
+        stop.set()
+        while worker.is_alive():  # let it see the stop, if it waits to put
+            with suppress(queue.Empty):
+                pieces.get(timeout=0.1)
+        worker.join()

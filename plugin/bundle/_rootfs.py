@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -261,20 +262,27 @@ def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> in
     if chunks is None:
         chunks = iter(lambda: stream.read(1 << 20), b"")
     total = 0
-    proc = subprocess.Popen(
-        [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    try:
-        for chunk in chunks:
-            total += len(chunk)
-            proc.stdin.write(chunk)
-    finally:
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        code = proc.wait()
+    # tar's messages go to a file, not a pipe: a pipe nobody reads until tar
+    # ends would stop tar (and this build) once it holds 64 KiB of warnings.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+            stdin=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdin is not None
+        try:
+            for chunk in chunks:
+                total += len(chunk)
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # tar stopped: its status and messages say why
+        finally:
+            with suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace")
     if code != 0:
         raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
     return total
