@@ -41,7 +41,10 @@ def socket_name_problem(name: str) -> str | None:
     if "/" in name or name in (".", ".."):
         return f"must be a file name, not a path: {name!r}"
     if len(name) > MAX_SOCKET_NAME:
-        return f"{name!r} is {len(name)} characters; the daemon's limit is {MAX_SOCKET_NAME}"
+        return (
+            f"{name!r} is {len(name)} characters; the daemon's limit is {MAX_SOCKET_NAME} "
+            "(its socket path must fit in 108 bytes)"
+        )
     return None
 
 

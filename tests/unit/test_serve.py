@@ -394,7 +394,8 @@ def test_socket_names_are_checked_before_anything_happens() -> None:
     with pytest.raises(ValueError) as info:
         serve(SlowVolumes(), socket="a" * 24)
     assert str(info.value) == (
-        f"socket name '{'a' * 24}' is 24 characters; the daemon's limit is 23"
+        f"socket name '{'a' * 24}' is 24 characters; the daemon's limit is 23 "
+        "(its socket path must fit in 108 bytes)"
     )
     assert socket_path("a" * 23, None) == "/run/docker/plugins/" + "a" * 23
     with pytest.raises(ValueError, match=r"socket must be a file name, not a path: 'x/y\.sock'"):
