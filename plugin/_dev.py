@@ -626,7 +626,7 @@ def describe(exc: BaseException, root: str) -> tuple[str, str]:
 def declarations(classes: Sequence[type[Any]]) -> dict[str, Any]:
     """What the drivers ask of config.json, as JSON: a change means the dev
     plugin must be created again."""
-    from .manifest import requirements
+    from ._requirements import requirements
 
     return json.loads(json.dumps(asdict(requirements(classes)), default=list))  # type: ignore[no-any-return]
 

@@ -125,7 +125,7 @@ def _reset_flag(p: argparse.ArgumentParser) -> None:
 def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str]:
     """Capabilities in ``config`` that the project's drivers do not declare
     (nothing when the drivers cannot be loaded here)."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._config import undeclared_capabilities
     from ._rootfs import load_drivers
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._requirements import Requirements
 from .._socket import PLUGIN_DIR, socket_name_problem
-from ..manifest import Requirements
 from ._errors import ConfigError
 from ._project import Project
 

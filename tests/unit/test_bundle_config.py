@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from plugin import Args, Device, Env, Mount
+from plugin._requirements import requirements
 from plugin.bundle import (
     ConfigError,
     ImageFacts,
@@ -23,7 +24,7 @@ from plugin.bundle import (
 from plugin.bundle._builder import render_bundle_config, validate_bundle
 from plugin.bundle._config import read_config, resolve_in_rootfs, template_context
 from plugin.bundle._rootfs import make_dirs
-from plugin.manifest import LOG_LEVEL, requirements
+from plugin.manifest import LOG_LEVEL
 from plugin.volume import VolumeDriver
 from reference.localvol import DATA
 

@@ -22,7 +22,7 @@ import pytest
 
 from plugin import Mount
 from plugin.__main__ import main as plugin_main
-from plugin.manifest import requirements
+from plugin._requirements import requirements
 from plugin.testing import PluginClient
 from plugin.volume import CreateRequest
 from reference import localvol

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
+from plugin._requirements import requirements
 from plugin.bundle import Problem, check_config, load_project, validate_config
 from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
 from plugin.ipam import IpamDriver
-from plugin.manifest import requirements
 from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
 from reference.localvol import LocalVolumes
