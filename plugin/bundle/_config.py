@@ -394,9 +394,9 @@ def _check_types(value: Any, spec: Any, where: str, out: list[Problem]) -> Any:
     return value
 
 
-def _is_bind(mount: Mapping[str, Any]) -> bool:
-    options = mount.get("options") or []
-    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+def is_bind_mount(type_: Any, options: Any) -> bool:
+    """A bind mount, as the daemon reads one: its type, or a bind option."""
+    return type_ == "bind" or "bind" in (options or []) or "rbind" in (options or [])
 
 
 def validate_config(
@@ -607,7 +607,7 @@ def _mounts(check: _Check) -> None:
         if f"{where}.source" not in check.mistyped:
             check.host_path(where, m, "source", "mount source")
         source = m.get("source")
-        if source and not source.startswith("/") and _is_bind(m):
+        if source and not source.startswith("/") and is_bind_mount(m.get("type"), m.get("options")):
             check.error(f"{where}.source", f"a bind mount needs an absolute host path: {source!r}")
 
 

@@ -10,13 +10,14 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ._errors import EngineError
+from ._config import is_bind_mount
+from ._errors import EngineError, engine_errors, reason
 from ._project import normalize_name
 
 __all__ = ["Dropped", "Engine", "docker_client", "host_settings"]
@@ -39,32 +40,10 @@ def docker_client(timeout: int = 600) -> Any:
         client.ping()
     except Exception as exc:
         raise EngineError(
-            f"cannot reach the Docker daemon ({_reason(exc)}); start it (scripts/engine start) "
+            f"cannot reach the Docker daemon ({reason(exc)}); start it (scripts/engine start) "
             "or set DOCKER_HOST"
         ) from None
     return client
-
-
-def _reason(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
-    return str(exc) or type(exc).__name__
-
-
-@contextmanager
-def _engine_call(what: str) -> Iterator[None]:
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-    import requests.exceptions
-
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
-    except requests.exceptions.RequestException as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
 
 
 class Engine:
@@ -91,7 +70,7 @@ class Engine:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
-            raise EngineError(f"inspect {name}: {_reason(exc)}") from None
+            raise EngineError(f"inspect {name}: {reason(exc)}") from None
 
     def create(
         self, name: str, bundle: Path, *, replace: bool = False, keep_settings: bool = True
@@ -108,7 +87,7 @@ class Engine:
                     f"plugin {name} already exists (remove it, or create with --replace)"
                 )
             self.report(f"removing the existing {name} ({old['Id'][:12]})")
-            with _engine_call(f"remove {name}"):
+            with engine_errors(f"remove {name}"):
                 self.api.remove_plugin(name, force=True)
         with tempfile.TemporaryDirectory(prefix="dpk-ref-") as tmp:
             ref = Path(tmp) / REF_FILE
@@ -117,7 +96,7 @@ class Engine:
             # and read back.
             body = _Stream(_pack(bundle, ref))
             self.report(f"packing {bundle}")
-            with _engine_call(f"create {name}"):
+            with engine_errors(f"create {name}"):
                 res = self.api._post(
                     self.api._url("/plugins/create"),
                     params={"name": name},
@@ -156,7 +135,7 @@ class Engine:
         for item in settings:
             if "=" not in item or item.startswith("="):
                 raise EngineError(f"set {name}: {item!r} must be written KEY=VALUE")
-        with _engine_call(f"set {name}"):
+        with engine_errors(f"set {name}"):
             self.api.configure_plugin(name, settings)
 
     def enable(self, name: str, timeout: int = 30) -> None:
@@ -169,7 +148,7 @@ class Engine:
             return
         self.ensure_mount_sources(info)
         try:
-            with _engine_call(f"enable {name}"):
+            with engine_errors(f"enable {name}"):
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
             raise EngineError(self._enable_failure(name, str(exc), info)) from None
@@ -183,7 +162,7 @@ class Engine:
             self.report(f"{name} is already disabled")
             return
         try:
-            with _engine_call(f"disable {name}"):
+            with engine_errors(f"disable {name}"):
                 self.api.disable_plugin(name, force=force)
         except EngineError as exc:
             if force or _IN_USE not in str(exc):
@@ -201,7 +180,7 @@ class Engine:
         if info is None:
             return False
         try:
-            with _engine_call(f"remove {name}"):
+            with engine_errors(f"remove {name}"):
                 self.api.remove_plugin(name, force=force)
         except EngineError as exc:
             if force or _IN_USE not in str(exc):
@@ -228,7 +207,7 @@ class Engine:
         for mount in mounts or []:
             source = mount.get("Source")
             options = mount.get("Options") or []
-            bind = mount.get("Type") == "bind" or "bind" in options or "rbind" in options
+            bind = is_bind_mount(mount.get("Type"), options)
             if not bind or not source or not source.startswith("/") or os.path.lexists(source):
                 continue
             try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._engine import Engine, _engine_call
-from ._errors import EngineError
+from ._engine import Engine
+from ._errors import EngineError, engine_errors
 from ._project import normalize_name
 
 __all__ = ["format_privileges", "install", "push", "upgrade"]
@@ -46,7 +46,7 @@ def push(engine: Engine, name: str) -> None:
     """
     name = normalize_name(name)
     api = engine.api
-    with _engine_call(f"push {name}"):
+    with engine_errors(f"push {name}"):
         res = api._post(
             api._url("/plugins/{0}/push", name), headers=_auth_headers(api, name), stream=True
         )
@@ -60,7 +60,7 @@ def format_privileges(privileges: list[dict[str, Any]]) -> list[str]:
 
 
 def _privileges(engine: Engine, remote: str, grant: bool) -> list[dict[str, Any]]:
-    with _engine_call(f"privileges of {remote}"):
+    with engine_errors(f"privileges of {remote}"):
         privileges = list(engine.api.plugin_privileges(remote) or [])
     lines = format_privileges(privileges)
     for line in lines:
@@ -91,7 +91,7 @@ def install(
     remote = normalize_name(remote)
     local = normalize_name(alias) if alias else remote
     privileges = _privileges(engine, remote, grant)
-    with _engine_call(f"install {remote}"):
+    with engine_errors(f"install {remote}"):
         stream = engine.api.pull_plugin(remote, privileges, local)
         _drain(f"install {remote}", stream, engine)
     try:
@@ -129,7 +129,7 @@ def upgrade(
     if before.get("Enabled"):
         engine.report(f"disabling {name} (its volumes stay)")
         engine.disable(name, force=True)
-    with _engine_call(f"upgrade {name}"):
+    with engine_errors(f"upgrade {name}"):
         stream = engine.api.upgrade_plugin(name, remote, privileges)
         _drain(f"upgrade {name}", stream, engine)
     after = engine.inspect(name) or {}

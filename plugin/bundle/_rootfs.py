@@ -10,15 +10,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
 from ._config import resolve_in_rootfs
-from ._engine import _reason
-from ._errors import BuildError
+from ._errors import BuildError, engine_errors
 from ._project import Project
 
 __all__ = [
@@ -37,16 +36,9 @@ __all__ = [
 Report = Callable[[str], None]
 
 
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
+def docker_errors(what: str) -> AbstractContextManager[None]:
     """The daemon's refusals (and a lost connection) as BuildError."""
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-    import requests.exceptions
-
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise BuildError(f"{what}: {_reason(exc)}") from None
+    return engine_errors(what, BuildError)
 
 
 #: The kit's own runtime packages; pinned to the versions the host has (the

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -391,12 +392,19 @@ def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Until it listens: the socket file exists from bind(), its mode and
+    # group are set before listen().
     deadline = time.monotonic() + 15
-    while not os.path.exists(path):
+    while True:
         assert proc.poll() is None, "the plugin exited"
-        assert time.monotonic() < deadline
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+                return proc
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "the plugin did not listen within 15 s"
         time.sleep(0.02)
-    return proc
 
 
 def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
