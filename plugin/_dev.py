@@ -43,6 +43,7 @@ which the ``dev`` command on the host follows and prints.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import contextlib
 import json
@@ -252,7 +253,7 @@ class Supervisor:
         self.children: dict[int, _Child] = {}
         self.generation = 0
         self.stopping = False
-        self.sock: socketlib.socket | None = None
+        self.sock: _socket.socket | None = None  # plugin._socket.bind_unix
         self._wake_r = self._wake_w = -1
         self._status_file: IO[str] | None = None
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket as socketlib
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver
 from ._socket import listening, socket_path
+
+if TYPE_CHECKING:
+    import _socket
 
 __all__ = ["configure_logging", "serve", "serve_on"]
 
@@ -134,7 +136,7 @@ def _uvicorn() -> Any:
 
 def serve_on(
     drivers: tuple[Driver, ...] | list[Driver],
-    sock: socketlib.socket,
+    sock: _socket.socket,
     where: str,
     stop: _StopOnSignal,
 ) -> None:
@@ -153,12 +155,19 @@ def serve_on(
     _run_app(uvicorn, app, sock, stop)
 
 
-def _run_app(uvicorn: Any, app: Any, sock: socketlib.socket, stop: _StopOnSignal) -> None:
+def _run_app(uvicorn: Any, app: Any, sock: _socket.socket, stop: _StopOnSignal) -> None:
     """Serve the ASGI ``app`` on the listening ``sock`` until ``stop``."""
+    import socket
+
+    if not isinstance(sock, socket.socket):  # a bare one (plugin._socket.bind_unix)
+        sock = socket.socket(fileno=sock.detach())
     server = _server(uvicorn, app)
     stop.server = server
-    if not stop.signalled:
-        server.run(sockets=[sock])
+    try:
+        if not stop.signalled:
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def _server(uvicorn: Any, app: Any) -> Any:

@@ -2,14 +2,16 @@
 
 The one home of the socket-name rule and the plugin directory, for the
 runtime and the builder alike. Light on purpose: ``python -m plugin``
-checks its socket's name before it imports anything else.
+checks its socket's name before it imports anything else, and binds with
+the C ``_socket`` module (the ``socket`` module, with ``selectors`` and its
+enums, comes with the server's imports, after the plugin listens).
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import os
-import socket as socketlib
 import stat
 from collections.abc import Iterator
 
@@ -70,9 +72,11 @@ def socket_path(socket: str | None, path: str | None) -> str:
     return os.path.join(PLUGIN_DIR, socket)
 
 
-def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> socketlib.socket:
+def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> _socket.socket:
     """Bind a listening unix socket at ``path``, replacing a stale socket file
-    (never another kind of file), with ``mode`` and ``group``."""
+    (never another kind of file), with ``mode`` and ``group``. A bare
+    ``_socket.socket``: ``socket.socket(fileno=sock.detach())`` makes it a
+    full one."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -82,7 +86,7 @@ def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> s
             raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
         os.unlink(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)
     except BaseException:
@@ -103,7 +107,7 @@ def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> s
 @contextlib.contextmanager
 def listening(
     path: str, mode: int = 0o660, group: str | int | None = None
-) -> Iterator[socketlib.socket]:
+) -> Iterator[_socket.socket]:
     """``bind_unix``, then on exit close the socket and remove its file,
     unless another process has put its own socket there since."""
     sock = bind_unix(path, mode=mode, group=group)
