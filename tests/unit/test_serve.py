@@ -538,3 +538,49 @@ def test_a_call_started_by_hand_goes_on_in_a_task() -> None:
         return answered, False
 
     assert asyncio.run(main()) == ("answered late", True)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"socket": "the socket", "sockname": "/s.sock"}.get(name, default)
+
+
+def test_one_write_joins_a_held_head_with_its_body_and_passes_the_rest() -> None:
+    from plugin._http import OneWrite
+
+    raw = _Recorder()
+    writes = OneWrite(raw)  # type: ignore[arg-type]
+    writes.write(b"untouched")
+    writes.hold()
+    writes.write(b"HEAD\r\n\r\n")
+    assert raw.writes == [b"untouched"]
+    assert writes.get_write_buffer_size() == len(b"HEAD\r\n\r\n")
+    writes.write(b"{}")
+    assert raw.writes == [b"untouched", b"HEAD\r\n\r\n{}"]
+    writes.hold()
+    writes.write(b"HEAD2")
+    writes.close()  # what is held goes out before the close
+    assert (raw.writes[-1], raw.closed) == (b"HEAD2", True)
+    writes.hold()
+    writes.write(b"dropped")
+    writes.abort()
+    assert (raw.writes[-1], raw.aborted) == (b"HEAD2", True)
+    assert writes.get_extra_info("sockname") == "/s.sock"
+    writes._no_socket = True
+    assert writes.get_extra_info("socket") is None
