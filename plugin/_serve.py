@@ -1,7 +1,9 @@
-"""Serving drivers on the unix socket the daemon dials."""
+"""Serving drivers on the unix socket the daemon dials (or, as a host
+service, where a spec file or systemd says)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,7 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver
-from ._socket import listening, socket_path
+from ._listen import TLS, Listener, activation_sockets, bind_tcp, describe, parse_address
+from ._socket import _identity, bind_unix, socket_path
 
 if TYPE_CHECKING:
     import _socket
@@ -58,6 +61,8 @@ def serve(
     *drivers: Driver,
     socket: str | None = None,
     path: str | None = None,
+    listen: str | None = None,
+    tls: TLS | None = None,
     mode: int = 0o660,
     group: str | int | None = None,
     log_level: str | None = None,
@@ -69,6 +74,13 @@ def serve(
     path, for a legacy plugin or a run outside Docker. The socket gets
     ``mode`` and, if given, ``group``; it is removed on exit.
 
+    Outside Docker's plugin manager, ``listen`` is an address as a spec file
+    writes it: ``unix:///path``, ``tcp://host:port``, or ``https://host:port``
+    with ``tls=TLS(cert, key, client_ca)`` (the daemon speaks TLS only to an
+    ``https://`` address). Started by systemd socket activation
+    (``LISTEN_FDS``), the plugin serves the sockets systemd passed instead,
+    with TLS when ``listen`` is ``https://``, and leaves them to systemd.
+
     Unless logging is already configured, logs go to stdout (info) and stderr
     (warnings, errors), where the daemon picks them up; ``log_level``
     defaults to the ``LOG_LEVEL`` environment variable.
@@ -78,10 +90,52 @@ def serve(
     for driver in drivers:
         if not isinstance(driver, Driver):
             raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
-    where = socket_path(socket, path)
+    given = [
+        n for n, v in (("socket", socket), ("path", path), ("listen", listen)) if v is not None
+    ]
+    if len(given) > 1 and listen is not None:
+        raise ValueError(
+            f"serve() takes one of socket=, path= or listen=, not {' and '.join(given)}"
+        )
+    listener = parse_address(listen, "listen") if listen else None
+    if listener is not None and listener.tls and tls is None:
+        raise ValueError(
+            f"{listener} asks for TLS: pass tls=TLS(cert, key) (--tls-cert, --tls-key)"
+        )
+    if tls is not None and not (listener is not None and listener.tls):
+        raise ValueError("tls= needs an https:// address: the daemon speaks TLS only to those")
+    activated = activation_sockets()
+    if not activated and listener is None:
+        if not given:
+            raise ValueError(
+                "serve() needs socket= (the config's interface.socket), path= or listen=, "
+                "unless systemd passes it its sockets (LISTEN_FDS)"
+            )
+        listener = Listener("unix", path=socket_path(socket, path))
     setup_logging(log_level)
-    with _StopOnSignal() as stop, listening(where, mode=mode, group=group) as sock:
-        serve_on(drivers, sock, where, stop)
+    with _StopOnSignal() as stop:
+        owned = None
+        sockets: list[_socket.socket]
+        if activated:
+            sockets = list(activated)
+        elif listener is not None and listener.scheme == "unix":
+            sockets = [bind_unix(listener.path, mode=mode, group=group)]
+            owned = (listener.path, _identity(listener.path))
+        else:
+            assert listener is not None
+            sockets = [bind_tcp(listener)]
+        where = ", ".join(describe(sock, tls is not None) for sock in sockets)  # type: ignore[arg-type]
+        if activated:
+            where += " (passed by systemd)"
+        try:
+            serve_on(drivers, sockets, where, stop, tls)
+        finally:
+            for sock in sockets:
+                sock.close()
+            with contextlib.suppress(OSError):
+                # Never remove a successor's socket, nor systemd's.
+                if owned is not None and _identity(owned[0]) == owned[1]:
+                    os.unlink(owned[0])
     log.info("stopped")
 
 
@@ -136,12 +190,13 @@ def _uvicorn() -> Any:
 
 def serve_on(
     drivers: tuple[Driver, ...] | list[Driver],
-    sock: _socket.socket,
+    sockets: list[_socket.socket],
     where: str,
     stop: _StopOnSignal,
+    tls: TLS | None = None,
 ) -> None:
-    """Serve ``drivers`` on the listening ``sock`` (at ``where``) until
-    ``stop`` is signalled."""
+    """Serve ``drivers`` on the listening ``sockets`` (described by ``where``)
+    until ``stop`` is signalled."""
     from ._defer import defer_unused
 
     defer_unused()
@@ -152,26 +207,47 @@ def serve_on(
     app = make_app(*drivers)
     names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
     log.info("serving %s on %s", names, where)
-    _run_app(uvicorn, app, sock, stop)
+    _run_app(uvicorn, app, sockets, stop, tls)
 
 
-def _run_app(uvicorn: Any, app: Any, sock: _socket.socket, stop: _StopOnSignal) -> None:
-    """Serve the ASGI ``app`` on the listening ``sock`` until ``stop``."""
+def _run_app(
+    uvicorn: Any,
+    app: Any,
+    sockets: _socket.socket | list[_socket.socket],
+    stop: _StopOnSignal,
+    tls: TLS | None = None,
+) -> None:
+    """Serve the ASGI ``app`` on the listening ``sockets`` until ``stop``."""
     import socket
 
-    if not isinstance(sock, socket.socket):  # a bare one (plugin._socket.bind_unix)
-        sock = socket.socket(fileno=sock.detach())
-    server = _server(uvicorn, app)
+    # Bare sockets (plugin._socket.bind_unix) made whole for asyncio.
+    listening = [
+        s if isinstance(s, socket.socket) else socket.socket(fileno=s.detach())
+        for s in (sockets if isinstance(sockets, list) else [sockets])
+    ]
+    server = _server(uvicorn, app, tls)
     stop.server = server
     try:
         if not stop.signalled:
-            server.run(sockets=[sock])
+            server.run(sockets=listening)
     finally:
-        sock.close()
+        for s in listening:
+            s.close()
 
 
-def _server(uvicorn: Any, app: Any) -> Any:
-    """The uvicorn server of a plugin, serving ``app``."""
+def _tls_options(tls: TLS | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    import ssl
+
+    options: dict[str, Any] = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+    if tls.client_ca:
+        options.update(ssl_ca_certs=tls.client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _server(uvicorn: Any, app: Any, tls: TLS | None = None) -> Any:
+    """The uvicorn server of a plugin, serving ``app`` (over TLS with ``tls``)."""
     from ._http import protocol_class
 
     config = uvicorn.Config(
@@ -192,6 +268,7 @@ def _server(uvicorn: Any, app: Any) -> Any:
         timeout_keep_alive=65,
         # In-flight calls get 8 s; the daemon sends SIGKILL 10 s after SIGTERM.
         timeout_graceful_shutdown=8,
+        **_tls_options(tls),
     )
     return uvicorn.Server(config)
 

@@ -56,6 +56,9 @@ class Project:
     entrypoint: tuple[str, ...] | None = None
     #: Keep only the files the plugin uses (see plugin/bundle/_slim.py).
     slim: bool = False
+    #: The architecture to build for (``--arch``; not in plugin.toml), from
+    #: an image tagged ``...:build-<arch>``; None is the daemon's own.
+    arch: str | None = None
 
     @property
     def bundle_dir(self) -> Path:
@@ -65,7 +68,7 @@ class Project:
     def image_tag(self) -> str:
         """The local tag of the image the rootfs is exported from."""
         repo = self.name.rsplit(":", 1)[0] if ":" in self.name.rsplit("/", 1)[-1] else self.name
-        return f"{repo}-rootfs:build"
+        return f"{repo}-rootfs:build" + (f"-{self.arch}" if self.arch else "")
 
 
 _KNOWN = {

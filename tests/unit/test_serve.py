@@ -506,6 +506,11 @@ def test_the_quick_argument_reader_reads_what_the_builder_writes() -> None:
         "socket": "localvol.sock",
         "path": None,
         "log_level": None,
+        "listen": None,
+        "spec": None,
+        "tls_cert": None,
+        "tls_key": None,
+        "tls_client_ca": None,
         "drivers": ["localvol.driver:LocalVolumes"],
     }
 

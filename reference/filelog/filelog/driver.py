@@ -258,6 +258,9 @@ class FileLogs(LogDriver):
         """What is appended from now on, until the container stops."""
         opened: list[IO[bytes]] = []
         carry = b""
+        # After a rotation (or the last write), the file is read once more
+        # to its end before moving on: what was written just before counts.
+        last_read: str | None = None
         try:
             while True:
                 chunk = current.read(1 << 20)
@@ -269,21 +272,25 @@ class FileLogs(LogDriver):
                     if ended:
                         return
                     continue
+                if last_read == "rotated":
+                    current, generation = store.open_current()
+                    opened.append(current)
+                    carry = b""
+                    last_read = None
+                    continue
+                if last_read == "ended":
+                    return
                 with store.cond:
                     rotated = store.generation != generation
                     live = store.live
                     if not rotated and live:
                         store.cond.wait(1.0)
                 if rotated:
-                    # Everything went into the old file before it was rotated,
-                    # and that is read to its end now: go on with the new one.
-                    current, generation = store.open_current()
-                    opened.append(current)
-                    carry = b""
-                    continue
-                if not live:
-                    return
-                yield None  # lets the SDK notice a reader that went away
+                    last_read = "rotated"
+                elif not live:
+                    last_read = "ended"
+                else:
+                    yield None  # lets the SDK notice a reader that went away
         finally:
             for f in opened:
                 f.close()

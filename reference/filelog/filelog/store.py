@@ -289,8 +289,9 @@ class ContainerLog:
 
     @property
     def live(self) -> bool:
-        """Something may still be appended (a stream writes, or data is queued)."""
-        return self.writers > 0 or bool(self._queue)
+        """Something may still be appended: a stream writes, data is queued
+        or being written."""
+        return self.writers > 0 or self.queued_bytes > 0 or self._writer is not None
 
     def counters(self) -> dict[str, int]:
         with self.cond:
