@@ -28,11 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from plugin.bundle import load_project
 from plugin.bundle.__main__ import main
 from tests.certs import Certs, make_certs
 
-from .conftest import ROOT, TEST_IMAGE, wait_for
+from .conftest import TEST_IMAGE, wait_for
 from .private_daemon import PrivateDaemon
+from .test_publish import PROJECT
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +54,7 @@ def generate(name: str, out: Path, *argv: str) -> Unit:
     """``docker-plugin-kit --name NAME service --out OUT ARGV``, read back."""
     log = io.StringIO()
     code = main(
-        ["--project", str(ROOT / "plugin.toml"), "--name", name, "service", "--out", str(out),
+        ["--project", str(PROJECT / "plugin.toml"), "--name", name, "service", "--out", str(out),
          *argv],
         out=log,
     )  # fmt: skip
@@ -154,7 +156,7 @@ def test_socket_activated_on_the_legacy_socket(
     unit = generate(name, tmp_path / "out")
     assert sorted(unit.files) == [f"{name}.service", f"{name}.socket"]  # no spec: the socket
     assert unit.listen == f"/run/docker/plugins/{name}.sock"
-    assert unit.command[1:] == ["-m", "plugin", "reference.localvol:LocalVolumes"]
+    assert unit.command[1:] == ["-m", "plugin", *load_project(PROJECT / "plugin.toml").drivers]
     assert unit.environment["PLUGIN_MOUNT_DATA"] == "/var/lib/docker-localvol"
     proc = start(unit, scratch)
     try:

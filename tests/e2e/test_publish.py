@@ -1,9 +1,9 @@
-"""Publishing for real: the reference plugin built for arm64 on this amd64
-host (its interpreter answering under emulation), three tags of two
-architectures pushed in one command to the local registry, the amd64 tag
-installed by name with settings and used, the arm64 tag refused; registry
-credentials from a Docker config; a registry that refuses the plugin media
-type."""
+"""Publishing for real: a project's publish workflow run here against the
+local registry (both architectures built, four tags pushed); the arm64
+plugin's interpreter answering under emulation; three tags of two
+architectures pushed in one command, the amd64 tag installed by name with
+settings and used, the arm64 tag refused; registry credentials from a Docker
+config; a registry that refuses the plugin media type."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ import socket as socketlib
 import ssl
 import string
 import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -46,20 +49,102 @@ def cli(*argv: str) -> tuple[int, list[str]]:
     return code, out.getvalue().splitlines()
 
 
-@pytest.fixture(scope="session")
-def arm64_bundle(engine_ready: None) -> Iterator[BuiltBundle]:
-    """The reference plugin built for arm64 by the real builder, once."""
-    import time
+#: The reference volume plugin's project (plugin.toml and what it builds from).
+PROJECT = next(
+    p.parent
+    for p in (ROOT / "reference" / "localvol" / "plugin.toml", ROOT / "plugin.toml")
+    if p.exists()
+)
 
-    path = Path(f"/var/tmp/dpk-e2e-bundle-arm64-{uuid.uuid4().hex[:8]}")
-    start = time.monotonic()
-    code, lines = cli(
-        "--project", str(ROOT / "plugin.toml"), "--arch", "arm64", "--bundle", str(path), "build"
+
+def copy_project(dest: Path) -> None:
+    """The reference project, as a checkout has it (no build outputs)."""
+    ignore = shutil.ignore_patterns(
+        "rootfs-build*", ".build", ".dpk", "__pycache__", ".pytest_cache", "service"
     )
-    log = "\n".join(lines)
-    assert code == 0, f"arm64 build failed:\n{log}"
-    yield BuiltBundle(path, log, time.monotonic() - start)
-    shutil.rmtree(path, ignore_errors=True)
+    if PROJECT != ROOT:
+        shutil.copytree(PROJECT, dest, ignore=ignore)
+        return
+    dest.mkdir()
+    for name in ("plugin.toml", "Dockerfile", "config.json.j2", ".dockerignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("plugin", "reference"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+
+
+@dataclass
+class Published:
+    """The publish workflow's steps, run here in a copy of the reference
+    project: both architectures built, four tags pushed."""
+
+    project: Path
+    repo: str
+    tags: list[str]
+    seconds: dict[str, float]
+    docker_config: dict[str, Any]
+
+    def bundle(self, arch: str) -> Path:
+        return self.project / f"rootfs-build-{arch}"
+
+
+@pytest.fixture(scope="module")
+def published(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+    """The steps of a project's publish workflow (.github/workflows/publish.yml)
+    run as GitHub would run them on the tag v1.0, against the local registry.
+    The actions stand in as: checkout = the project copy is the working
+    directory; setup-python = this Python; setup-qemu-action = the builder
+    registers the emulator itself. The kit is on no index here: its install
+    step is checked by the unit tests, and a ``docker-plugin-kit`` on PATH
+    that runs this checkout's stands in for it."""
+    from tests.unit.test_publish_workflow import (
+        PUBLISH_STEPS,
+        load_workflow,
+        render_workflow,
+        step_key,
+    )
+
+    work = tmp_path_factory.mktemp("workflow")
+    project = Path(f"/var/tmp/dpk-e2e-workflow-{uuid.uuid4().hex[:8]}")
+    copy_project(project)
+    workflow = load_workflow(render_workflow("localvol", "0"))
+    job = workflow["jobs"]["publish"]
+    assert [step_key(s) for s in job["steps"]] == PUBLISH_STEPS
+    shim = work / "bin" / "docker-plugin-kit"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m plugin.bundle "$@"\n')
+    shim.chmod(0o755)
+    repo = f"{REGISTRY}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol"
+    (work / "docker").mkdir()
+    env = {
+        **os.environ,
+        **job["env"],
+        "PLUGIN_REPOSITORY": repo,
+        "GITHUB_REF_NAME": "v1.0",
+        "DOCKER_CONFIG": str(work / "docker"),
+        "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+    secrets = {"REGISTRY_USER": "ci", "REGISTRY_TOKEN": "not-needed-here"}
+    seconds: dict[str, float] = {}
+    tags = ["1.0-amd64", "1.0-arm64", "1.0", "latest"]
+    try:
+        for step in job["steps"]:
+            if "uses" in step or step["name"] == "install the kit":
+                continue
+            step_env = {k: secrets.get(k, v) for k, v in (step.get("env") or {}).items()}
+            start = time.monotonic()
+            done = subprocess.run(
+                ["bash", "-e", "-c", step["run"]], cwd=project, env={**env, **step_env},
+                capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            seconds[step["name"]] = time.monotonic() - start
+            assert done.returncode == 0, f"{step['name']}:\n{done.stdout}\n{done.stderr}"
+        docker_config = json.loads((work / "docker" / "config.json").read_text())
+        yield Published(project, repo, tags, seconds, docker_config)
+    finally:
+        for tag in tags:
+            docker("plugin", "rm", "-f", f"{repo}:{tag}", check=False)
+        shutil.rmtree(project, ignore_errors=True)
 
 
 def registry_json(path: str, accept: str = "application/json") -> Any:
@@ -90,23 +175,53 @@ def post(path: str, target: str, body: bytes = b"") -> tuple[int, Any]:
         conn.close()
 
 
+# --- the workflow --------------------------------------------------------------------------
+
+
+def test_the_publish_workflow_runs_here_against_the_local_registry(published: Published) -> None:
+    path = published.repo.split("/", 1)[1]
+    assert sorted(registry_json(f"{path}/tags/list")["tags"]) == sorted(published.tags)
+    platforms = {}
+    for tag in published.tags:
+        manifest = registry_json(
+            f"{path}/manifests/{tag}", "application/vnd.docker.distribution.manifest.v2+json"
+        )
+        assert manifest["config"]["mediaType"] == "application/vnd.docker.plugin.v1+json"
+        config = registry_json(f"{path}/blobs/{manifest['config']['digest']}")
+        (platforms[tag],) = [e["Value"] for e in config["Env"] if e["Name"] == "PLUGIN_PLATFORM"]
+    assert platforms == {
+        "1.0-amd64": "linux/amd64",
+        "1.0-arm64": "linux/arm64",
+        "1.0": "linux/amd64",
+        "latest": "linux/amd64",
+    }
+    left = docker("plugin", "ls", "--format", "{{.Name}}").stdout.split()
+    assert [n for n in left if n.startswith(published.repo)] == []
+    # The login step wrote the credentials where the push took them from.
+    assert list(published.docker_config["auths"]) == [REGISTRY]
+    sys.stderr.write(
+        "publish workflow steps: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in published.seconds.items())
+        + "\n"
+    )
+
+
 # --- built for arm64 ----------------------------------------------------------------------
 
 
-def test_the_arm64_plugin_answers_activate_under_emulation(
-    arm64_bundle: BuiltBundle, tmp_path: Path
-) -> None:
-    config = json.loads((arm64_bundle.path / "config.json").read_text())
+def test_the_arm64_plugin_answers_activate_under_emulation(published: Published) -> None:
+    arm64 = published.bundle("arm64")
+    config = json.loads((arm64 / "config.json").read_text())
     assert {"name": "PLUGIN_PLATFORM", "value": "linux/arm64"}.items() <= config["env"][-1].items()
     out = subprocess.run(
-        ["file", "-L", str(arm64_bundle.path / "rootfs" / config["entrypoint"][0].lstrip("/"))],
+        ["file", "-L", str(arm64 / "rootfs" / config["entrypoint"][0].lstrip("/"))],
         capture_output=True,
         text=True,
     ).stdout
     assert "ARM aarch64" in out, out
     # A copy: the plugin writes its state under /data.
     rootfs = Path(f"/var/tmp/dpk-e2e-arm64-run-{uuid.uuid4().hex[:8]}")
-    subprocess.run(["cp", "-a", str(arm64_bundle.path / "rootfs"), str(rootfs)], check=True)
+    subprocess.run(["cp", "-a", str(arm64 / "rootfs"), str(rootfs)], check=True)
     env = {e["name"]: e["value"] for e in config["env"] if e.get("value") is not None}
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     workdir = config["workdir"] or "/"
@@ -137,7 +252,7 @@ def test_the_arm64_plugin_answers_activate_under_emulation(
 
 
 def test_push_three_tags_of_two_architectures_install_use_and_refuse(
-    bundle: BuiltBundle, arm64_bundle: BuiltBundle
+    published: Published,
 ) -> None:
     repo = f"{REGISTRY}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol"
     path = repo.split("/", 1)[1]
@@ -147,8 +262,8 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
     amd64, arm64 = f"{repo}:1.0-amd64", f"{repo}:1.0-arm64"
     try:
         code, lines = cli(
-            "--name", repo, "push", "--bundle", str(bundle.path),
-            "--bundle", str(arm64_bundle.path), *tags,
+            "--name", repo, "push", "--bundle", str(published.bundle("amd64")),
+            "--bundle", str(published.bundle("arm64")), *tags,
         )  # fmt: skip
         assert code == 0, "\n".join(lines)
         summary = [line.split("\t") for line in lines if line.startswith(repo)]
