@@ -104,7 +104,18 @@ def make_app(*drivers: Driver) -> App:
                 if request is not None:
                     compile_model(request)
                 timeout = driver.call_timeout(endpoint)
-                calls[path] = _handler(path[1:], endpoint, request, fn, timeout, threads, deadlines)
+                message = driver.timeout_message(endpoint, timeout) if timeout else ""
+                calls[path] = _handler(
+                    path[1:],
+                    endpoint,
+                    request,
+                    fn,
+                    timeout,
+                    message,
+                    threads,
+                    deadlines,
+                    driver.log_answers,
+                )
     return App(calls)
 
 
@@ -200,8 +211,10 @@ def _handler(
     request_type: type[Model] | None,
     fn: Callable[..., Any],
     timeout: float | None,
+    timeout_message: str,
     threads: ThreadPoolExecutor,
     deadlines: _Deadlines,
+    log_answers: bool = True,
 ) -> Handler:
     response_type = endpoint.response
     is_async = inspect.iscoroutinefunction(fn)
@@ -215,13 +228,7 @@ def _handler(
 
     def timeout_error() -> bytes:
         log.error("%s still running after %g s; answered with a timeout", call, timeout)
-        return encode(
-            {
-                "Err": f"timed out after {timeout:g} s in the plugin (the daemon stops waiting "
-                f"at {endpoint.deadline:g} s); the operation may still finish: check its "
-                "result before retrying"
-            }
-        )
+        return encode({"Err": timeout_message})
 
     async def call_driver(args: tuple[Any, ...], scope: Scope, send: Send) -> Any:
         if inline:
@@ -289,7 +296,10 @@ def _handler(
             await _answer(scope, send, 500, encode({"Err": message}))
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> 200 %s", call, payload[:200].decode(errors="replace"))
+            shown = (
+                payload[:200].decode(errors="replace") if log_answers else f"({len(payload)} bytes)"
+            )
+            log.debug("%s -> 200 %s", call, shown)
         await _answer(scope, send, 200, payload)
 
     handle.at_once = inline and not takes_request  # type: ignore[attr-defined]

@@ -102,6 +102,10 @@ class Driver(ABC):
     pid_host: ClassVar[bool] = False
     allow_all_devices: ClassVar[bool] = False
 
+    #: Whether LOG_LEVEL=debug logs the start of each answer; off for types
+    #: whose answers are secrets.
+    log_answers: ClassVar[bool] = True
+
     #: Seconds before the daemon's deadline at which a call still running is
     #: answered with a timeout error, so the user reads why instead of a
     #: cut connection. See ``call_timeout``.
@@ -113,6 +117,17 @@ class Driver(ABC):
         if endpoint.deadline is None:
             return None
         return max(endpoint.deadline - self.timeout_margin, 0.1)
+
+    def timeout_message(self, endpoint: Endpoint, timeout: float) -> str:
+        """The ``Err`` answered for a call still running after ``timeout``
+        seconds (see ``call_timeout``)."""
+        limit = ""
+        if endpoint.deadline is not None:
+            limit = f" (the daemon stops waiting at {endpoint.deadline:g} s)"
+        return (
+            f"timed out after {timeout:g} s in the plugin{limit}; the operation may still "
+            "finish: check its result before retrying"
+        )
 
     def handler_for(self, endpoint: Endpoint) -> Callable[..., Any] | None:
         """The bound method serving ``endpoint``, or None when it is an

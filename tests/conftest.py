@@ -1,11 +1,21 @@
 """Counts the reliability tests report (fuzz cases tried, faults injected,
-concurrent operations run), printed at the end of every run, -q included."""
+concurrent operations run), printed at the end of every run, -q included.
+
+Also makes every reference project (``reference/<name>/``, an author project
+with its package ``<name>/``) importable, as its own tests do."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+for _project in sorted(REFERENCE.iterdir()):
+    if (_project / _project.name / "__init__.py").is_file() and str(_project) not in sys.path:
+        sys.path.insert(0, str(_project))
 
 _TALLY = pytest.StashKey["Tally"]()
 

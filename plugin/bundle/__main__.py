@@ -45,8 +45,9 @@ commands:
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
-a volume plugin, the host's PID or IPC namespace, a mount of / or of the Docker
-socket, a capability its drivers do not declare).
+a volume or authorization plugin, a propagated mount for an authorization plugin
+or secret provider, the host's PID or IPC namespace, a mount of / or of the
+Docker socket, a capability its drivers do not declare).
 """
 
 
@@ -275,7 +276,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 engine.set(plugin_name(), args.settings)
         with console.step(f"enable {plugin_name()}"):
             engine.enable(plugin_name(), timeout=args.timeout)
-        _usage(plugin_name(), result.config, console)
+        _usage(plugin_name(), result.config, console, engine)
         return 0
     if cmd == "render":
         from ._builder import render_bundle
@@ -348,7 +349,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
         with console.step(f"enable {target}"):
-            engine.enable(target, timeout=args.timeout)
+            info = engine.enable(target, timeout=args.timeout)
+        types = (((info.get("Config") or {}).get("Interface") or {}).get("Types")) or []
+        if AUTHZ in types:
+            print("\n" + "\n".join(authz_advice(target, engine)), file=console.out, flush=True)
     elif cmd == "disable":
         with console.step(f"disable {target}"):
             engine.disable(target, force=args.force)
@@ -448,16 +452,65 @@ _TRY = {
     "docker.networkdriver/1.0": "docker network create -d {name} mynet",
     "docker.ipamdriver/1.0": "docker network create --ipam-driver {name} mynet",
     "docker.logdriver/1.0": "docker run --log-driver {short} IMAGE",
+    "docker.secretprovider/1.0": (
+        "docker secret create --driver {name} mysecret (on a Swarm manager: docker swarm init)"
+    ),
 }
+AUTHZ = "docker.authz/1.0"
 
 
-def _usage(name: str, config: dict[str, Any], console: Console) -> None:
+def authz_advice(name: str, engine: Any) -> list[str]:
+    """Whether the daemon asks the authorization plugin ``name`` about its
+    requests, and if not, how to make it: enabling one is not enough."""
+    state = engine.authorization_plugins()
+    mine = normalize_name(name)
+    if state.at_start is not None and _listed(state.at_start, mine):
+        return [
+            "The daemon asks it about every request "
+            f"(authorization-plugins: {', '.join(state.at_start)})."
+        ]
+    path = state.config_file or "/etc/docker/daemon.json"
+    if state.in_file is not None and _listed(state.in_file, mine):
+        return [
+            f"{path} lists it in authorization-plugins: the daemon asks it once reloaded",
+            "(sudo kill -HUP $(pidof dockerd)); `docker info` shows the list the daemon",
+            "started with.",
+        ]
+    current = state.in_file if state.in_file is not None else state.at_start or []
+    wanted = json.dumps({"authorization-plugins": [*current, name]})
+    return [
+        f"The daemon does not ask {name} yet: an authorization plugin acts only once",
+        "the daemon lists it in authorization-plugins. When its policy is in place, add to",
+        f"{path}",
+        f"    {wanted}",
+        "and reload the daemon: sudo kill -HUP $(pidof dockerd) (or sudo systemctl reload docker).",
+        "Reload only with names `docker plugin ls` shows enabled: the daemon exits on a name",
+        "it cannot find. If the plugin then stops answering, every docker command fails: the",
+        "way back is in the kit's README, under Lockout and recovery.",
+    ]
+
+
+def _listed(names: list[str], normalized: str) -> bool:
+    return any(_same_plugin(entry, normalized) for entry in names)
+
+
+def _same_plugin(entry: str, normalized: str) -> bool:
+    try:
+        return normalize_name(entry) == normalized
+    except BundleError:
+        return False
+
+
+def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = None) -> None:
     """What to try next, from the plugin's own config."""
     short = name.removesuffix(":latest")
     lines = [f"plugin {name} is enabled."]
-    for kind in (config.get("interface") or {}).get("types") or []:
+    types = (config.get("interface") or {}).get("types") or []
+    for kind in types:
         if kind in _TRY:
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    if AUTHZ in types and engine is not None:
+        lines += authz_advice(name, engine)
     settable = [
         f"{m['name']}.source=/path"
         for m in config.get("mounts") or []

@@ -406,7 +406,9 @@ def validate_config(
     field types first, then one validator per section of config.json.
 
     Broad privileges are warnings: all devices, the host's network for a
-    volume plugin, the host's PID or IPC namespace, a mount of the host's
+    volume or an authorization plugin, a propagated mount for an
+    authorization plugin or a secret provider, the host's PID or IPC
+    namespace, a mount of the host's
     ``/`` or of the Docker socket, and, when ``declared`` (what the plugin's
     drivers ask for) is given, capabilities its drivers do not declare."""
     problems: list[Problem] = []
@@ -706,6 +708,19 @@ def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Pro
             "network.type",
             f'is {network or ""!r}: a network plugin needs "host", since the daemon moves '
             "the interfaces it makes from the host's namespace into containers",
+        )
+    if network == "host" and types and all(t.startswith("docker.authz/") for t in types):
+        warn(
+            "network.type",
+            "'host' gives an authorization plugin the host's network; it needs it only to "
+            'fetch its policy from elsewhere (otherwise use "")',
+        )
+    no_mounts = ("docker.authz/", "docker.secretprovider/")
+    if c.get("propagatedmount") and types and all(t.startswith(no_mounts) for t in types):
+        warn(
+            "propagatedMount",
+            "shares the plugin's mounts with the host; only a volume plugin has use for it "
+            "(leave it out)",
         )
     for key, what in (("pidhost", "process"), ("ipchost", "IPC")):
         if c.get(key) is True:

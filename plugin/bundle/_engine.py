@@ -140,14 +140,42 @@ class Engine:
         with engine_errors(f"set {name}"):
             self.api.configure_plugin(name, settings)
 
-    def enable(self, name: str, timeout: int = 30) -> None:
+    def authorization_plugins(self) -> AuthzConfig:
+        """Which authorization plugins the daemon uses: the list ``docker
+        info`` shows, which dockerd 20.10 takes from its start (a reload does
+        not update it), and, for a daemon on this host, the list in the
+        daemon.json it reads."""
+        try:
+            info = self.client.info()
+            at_start: list[str] | None = [
+                str(n) for n in (info.get("Plugins") or {}).get("Authorization") or []
+            ]
+        except Exception:
+            at_start = None
+        path = daemon_config_file() if _local_daemon(self.api) else None
+        in_file = None
+        if path is not None:
+            try:
+                data = json.loads(path.read_text())
+            except FileNotFoundError:
+                data = {}
+            except (OSError, ValueError):
+                data = None
+            if isinstance(data, dict):
+                listed = data.get("authorization-plugins") or []
+                in_file = [str(n) for n in listed] if isinstance(listed, list) else []
+        return AuthzConfig(at_start, path, in_file)
+
+    def enable(self, name: str, timeout: int = 30) -> dict[str, Any]:
+        """``docker plugin enable``; returns the plugin's inspect document
+        (as it was before)."""
         name = normalize_name(name)
         info = self._exists(name)
         if info is None:
             raise EngineError(f"enable {name}: no such plugin")
         if info.get("Enabled"):
             self.report(f"{name} is already enabled")
-            return
+            return info
         self.check_platform(name, info)
         self.ensure_mount_sources(info)
         try:
@@ -155,6 +183,7 @@ class Engine:
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
             raise EngineError(self._enable_failure(name, str(exc), info)) from None
+        return info
 
     def disable(self, name: str, force: bool = False) -> None:
         name = normalize_name(name)
@@ -403,6 +432,58 @@ def _users(info: Mapping[str, Any]) -> tuple[str, str]:
 _CANNOT_START = "plugin: cannot start: "
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class AuthzConfig:
+    """The daemon's authorization plugins, as far as they can be known."""
+
+    #: ``docker info``'s list (None: the daemon could not be asked).
+    at_start: list[str] | None
+    #: The daemon.json the local daemon reads (None: not known).
+    config_file: Path | None
+    #: Its ``authorization-plugins`` (None: unreadable or not known).
+    in_file: list[str] | None
+
+
+DEFAULT_DAEMON_JSON = Path("/etc/docker/daemon.json")
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def daemon_config_file(proc: Path = Path("/proc")) -> Path | None:
+    """The daemon.json of the dockerd on this host that serves DOCKER_HOST
+    (its ``--config-file``, else /etc/docker/daemon.json); None when no such
+    dockerd runs here."""
+    host = os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if not host.startswith("unix://"):
+        return None
+    wanted = os.path.realpath(host[len("unix://") :])
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "dockerd":
+                continue
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        hosts = _flag_values(argv, ("-H", "--host")) or [f"unix://{DEFAULT_SOCKET}"]
+        sockets = {os.path.realpath(h[len("unix://") :]) for h in hosts if h.startswith("unix://")}
+        if wanted in sockets:
+            files = _flag_values(argv, ("--config-file",))
+            return Path(files[-1]) if files else DEFAULT_DAEMON_JSON
+    return None
+
+
+def _flag_values(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    out = []
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif arg.startswith(name + "="):
+                out.append(arg[len(name) + 1 :])
+    return out
 
 
 def _local_daemon(api: Any) -> bool:

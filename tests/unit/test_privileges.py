@@ -4,6 +4,7 @@ legacy plugin's socket is 0660 with a chosen group (plugin/_serve.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import io
 import json
@@ -99,6 +100,47 @@ def test_host_network_for_a_volume_plugin_only() -> None:
         interface = {"types": types, "socket": "t.sock"}
         assert warnings(with_(network={"type": "host"}, interface=interface)) == []
     assert warnings(with_(network={"type": ""})) == []
+
+
+AUTHZ_NETWORK = (
+    "network.type: 'host' gives an authorization plugin the host's network; it needs it only "
+    'to fetch its policy from elsewhere (otherwise use "")'
+)
+PROPAGATED = (
+    "propagatedMount: shares the plugin's mounts with the host; only a volume plugin has use "
+    "for it (leave it out)"
+)
+
+
+def typed(*types: str, **changes: Any) -> dict[str, Any]:
+    config = with_(interface={"types": list(types), "socket": "t.sock"})
+    del config["propagatedMount"]  # a volume plugin's
+    config.update(changes)
+    return config
+
+
+def test_host_network_for_an_authorization_plugin_only() -> None:
+    authz = "docker.authz/1.0"
+    assert warnings(typed(authz, network={"type": "host"})) == [AUTHZ_NETWORK]
+    assert warnings(typed(authz, network={"type": ""})) == []
+    # A secret provider may reach a vault; a plugin of two types has its reasons.
+    assert warnings(typed("docker.secretprovider/1.0", network={"type": "host"})) == []
+    both = typed(authz, "docker.networkdriver/1.0", network={"type": "host"})
+    assert warnings(both) == []
+
+
+def test_a_propagated_mount_for_authorization_and_secrets() -> None:
+    for types in (
+        ["docker.authz/1.0"],
+        ["docker.secretprovider/1.0"],
+        ["docker.authz/1.0", "docker.secretprovider/1.0"],
+    ):
+        config = typed(*types, propagatedMount="/mnt/volumes")
+        assert warnings(config) == [PROPAGATED], types
+        assert warnings(typed(*types)) == [], types
+    mixed = typed("docker.authz/1.0", "docker.volumedriver/1.0", propagatedMount="/mnt/volumes")
+    assert warnings(mixed) == []
+    assert warnings(good()) == []  # a volume plugin's
 
 
 IPAM_HOST_NETWORK = (
@@ -430,3 +472,34 @@ def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.mark.parametrize("name", ["policyauthz", "filesecrets"])
+def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path: Path) -> None:
+    project_file = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    project = load_project(project_file)
+    if not (project.root / "config.json.j2").exists():
+        # Until the builder gives every project the kit's default template.
+        project = dataclasses.replace(project, root=ROOT)
+    declared = requirements(load_drivers(project))
+    for mount in declared.mounts:  # as the build creates them
+        (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
+    config, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == []
+    (bundle / "config.json").write_text(json.dumps(config))
+    # No capability, no network, no propagated mount; one read-only mount.
+    assert check_config(config, rootfs, declared=declared) == []
+    assert (declared.linux_capabilities, declared.network, declared.propagated_mount) == (
+        (),
+        "",
+        None,
+    )
+    assert [(m.name, m.options) for m in declared.mounts] == [
+        ({"policyauthz": "policy", "filesecrets": "secrets"}[name], ("rbind", "ro"))
+    ]
+    assert run("--project", str(project_file), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
