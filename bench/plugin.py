@@ -1,6 +1,6 @@
 """The reference plugin's own figures (``python3 -m bench --plugin``).
 
-- its bundle (``rootfs-build/``, what ``make plugin`` built): rootfs size;
+- its bundle (``reference/localvol/rootfs-build/``, what ``make plugin`` built): rootfs size;
   time from process start to a listening socket inside that rootfs (run as
   the daemon would: chroot, private mounts, the config's entrypoint and
   environment), median of several starts; its slowest imports
@@ -26,7 +26,7 @@ from typing import Any
 from . import client
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "rootfs-build"
+BUNDLE = ROOT / "reference" / "localvol" / "rootfs-build"
 NAME = "localvol:latest"
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

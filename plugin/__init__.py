@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import importlib
 
+__version__ = "0.1.0"
+
 TYPE_CHECKING = False  # not typing's: importing typing costs 2 ms at start
 if TYPE_CHECKING:
     from typing import Any
@@ -63,6 +65,7 @@ __all__ = [
     "Model",
     "Mount",
     "PluginError",
+    "__version__",
     "method_name",
     "serve",
     "wire",

@@ -6,15 +6,21 @@ with its package ``<name>/``) importable, as its own tests do."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference"
-for _project in sorted(REFERENCE.iterdir()):
-    if (_project / _project.name / "__init__.py").is_file() and str(_project) not in sys.path:
+#: The reference plugins: author projects, each importable as its users'
+#: tests import it (``import localvol``).
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = sorted(p.parent for p in ROOT.glob("reference/*/plugin.toml"))
+#: For subprocesses that import the tests or the reference drivers.
+PYTHONPATH = os.pathsep.join([str(ROOT), *map(str, REFERENCES)])
+for _project in REFERENCES:
+    if str(_project) not in sys.path:
         sys.path.insert(0, str(_project))
 
 _TALLY = pytest.StashKey["Tally"]()

@@ -1,4 +1,5 @@
-"""``python -m plugin.bundle COMMAND``: build a plugin bundle and drive the engine.
+"""``docker-plugin-kit COMMAND`` (or ``python -m plugin.bundle COMMAND``):
+write a plugin project, build its bundle and drive the engine.
 
 Progress goes to stderr, one ``==> step`` line per step with its duration;
 a failure is an ``error:`` line (an enable failure adds the plugin's last
@@ -21,8 +22,11 @@ from ._errors import BundleError, ConfigError
 from ._platform import DEFAULT_TAG_ARCH, arch_output, get_arch, tag_arch
 from ._project import Project, load_project, normalize_name
 
+PROG = "docker-plugin-kit"
 USAGE = """\
 commands:
+  init       write a new plugin project: init DIR --type TYPE [--name NAME]
+  template   print one of the kit's default files (Dockerfile, config.json.j2)
   plugin     build the bundle, create the plugin (replacing it, keeping this host's
              settings on it unless --reset-settings) and enable it
   build      build rootfs-build/ (docker build, export, render config.json)
@@ -42,6 +46,11 @@ commands:
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
   service    systemd units and a spec file to run the plugin as a host service
              (outside Docker's plugin manager): socket activation, TCP, TLS
+  base-image make the fallback base image from Debian's packages (debootstrap)
+  registry   a local registry on 127.0.0.1:5000 for tests: start, stop, url
+
+The project is plugin.toml in the current directory, or --project PATH (the
+file or its directory); paths in it are relative to it.
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
@@ -68,12 +77,14 @@ class Console:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m plugin.bundle",
-        description="Build a Docker managed plugin from a Python driver and drive the engine.",
+        prog=PROG,
+        description="Write, build and ship Docker managed plugins in Python.",
         epilog=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--project", default="plugin.toml", help="project config (plugin.toml)")
+    parser.add_argument(
+        "--project", default="plugin.toml", help="the project's plugin.toml, or its directory"
+    )
     parser.add_argument("--name", help="plugin name[:tag] (default: plugin.name of the project)")
     parser.add_argument("--bundle", help="bundle directory (default: the project's output)")
     parser.add_argument(
@@ -145,6 +156,24 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upgrade", help="upgrade the plugin to another reference")
     p.add_argument("remote", metavar="REF")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
+    from ._init import TYPES
+
+    p = sub.add_parser("init", help="write a new plugin project")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument(
+        "--type",
+        required=True,
+        choices=sorted(TYPES),
+        help="; ".join(f"{t.name}: {t.summary}" for t in TYPES.values()),
+    )
+    p.add_argument("--name", help="plugin name (default: the directory's name)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p = sub.add_parser("template", help="print a default file of the kit")
+    p.add_argument("file", choices=("Dockerfile", "config.json.j2"))
+    p = sub.add_parser("base-image", help="make the fallback base image from Debian's packages")
+    p.add_argument("tag", nargs="?", default=Project.fallback_base_image, metavar="TAG")
+    p = sub.add_parser("registry", help="a local registry on 127.0.0.1:5000 (for tests)")
+    p.add_argument("action", choices=("start", "stop", "url"))
     return parser
 
 
@@ -173,7 +202,7 @@ def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str
     from ._rootfs import load_drivers
 
     try:
-        declared = requirements(load_drivers(project()))
+        declared = requirements(load_drivers(project(), project().bundle_dir))
     except (BundleError, ValueError):
         return []
     return undeclared_capabilities(config, declared)
@@ -235,6 +264,25 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return Path(args.bundle) if args.bundle else get_project().bundle_dir
 
     cmd = args.command
+    if cmd == "init":
+        from ._init import init_project
+
+        made = init_project(args.directory, args.type, name=args.name, force=args.force)
+        _report_init(made, args.directory, console)
+        return 0
+    if cmd == "template":
+        from ._project import TEMPLATES
+
+        print((TEMPLATES / args.file).read_text(), end="", flush=True)
+        return 0
+    if cmd in ("base-image", "registry"):
+        from ._rootfs import run_script
+
+        if cmd == "base-image":
+            run_script("make-base-image", [args.tag])
+        else:
+            run_script("registry", [args.action])
+        return 0
     if cmd in ("build", "plugin"):
         from ._builder import build_bundle
         from ._engine import docker_client
@@ -526,6 +574,21 @@ def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = No
             f"Per-host settings (plugin disabled): docker plugin set {name} " + " ".join(settable)
         )
     print("\n" + "\n".join(lines), file=console.out, flush=True)
+
+
+def _report_init(result: Any, given: str, console: Console) -> None:
+    for path in result.written:
+        console.line(f"wrote {path}")
+    for path in result.kept:
+        console.line(f"kept your {path}")
+    cd = "" if Path(given).resolve() == Path.cwd() else f"cd {given} && "
+    print(
+        f"\nA {result.name} plugin project is in {result.root}. Next:\n"
+        f"  {cd}make plugin   # build it and enable it on the local Docker daemon\n"
+        "  make test     # its tests, in-process",
+        file=console.out,
+        flush=True,
+    )
 
 
 def run() -> None:

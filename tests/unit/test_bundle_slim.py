@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol.driver import LocalVolumes
 
 from plugin.bundle._errors import BuildError
 from plugin.bundle._slim import PROBE, _interpreter, compare, probe_args, probe_calls
 from plugin.volume import VolumeDriver
-from reference.localvol import LocalVolumes
 
 
 def test_the_walk_through_calls_everything_twice_creating_first_removing_last() -> None:
@@ -123,7 +123,7 @@ def test_the_rootfs_is_exported_again_only_when_what_it_came_from_changes() -> N
     from plugin.bundle._builder import _export_stamp
     from plugin.bundle._project import load_project
 
-    project = load_project(Path(__file__).resolve().parents[2] / "plugin.toml")
+    project = load_project(Path(__file__).resolve().parents[2] / "reference" / "localvol")
     config = {"entrypoint": ["python3", "-m", "plugin"], "env": []}
     stamp = _export_stamp(project, "sha256:1", config)
     assert stamp == _export_stamp(project, "sha256:1", dict(config))

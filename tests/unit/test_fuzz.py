@@ -26,7 +26,6 @@ import base64
 import dataclasses
 import datetime
 import importlib
-import inspect
 import json
 import os
 import pkgutil
@@ -44,26 +43,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bridgenet import BridgeNetworks
+from bridgenet.host import MemoryHost
+from filesecrets.driver import FileSecrets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from localvol.driver import LocalVolumes
+from policyauthz.driver import PolicyAuthz
+from poolipam import PoolIpam
 
 import plugin
-import reference
 from plugin import Driver, Endpoint, PluginError, ipam, network
 from plugin._logwire import LogEntry, decode_frames
 from plugin._wire import MAX_BODY, Model
 from plugin.bundle import load_project
 from plugin.bundle._rootfs import load_drivers
 from plugin.testing import PluginClient, Reply
-from reference.localvol import LocalVolumes
 
-for _project in ("poolipam", "bridgenet"):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reference" / _project))
-from bridgenet import BridgeNetworks  # noqa: E402
-from bridgenet.host import MemoryHost  # noqa: E402
-from filesecrets.driver import FileSecrets  # noqa: E402
-from policyauthz.driver import PolicyAuthz  # noqa: E402
-from poolipam import PoolIpam  # noqa: E402
+from ..conftest import PYTHONPATH
 
 if typing.TYPE_CHECKING:
     from ..conftest import Tally
@@ -110,31 +107,15 @@ def driver_types() -> list[type[Driver]]:
     return sorted(found, key=lambda cls: cls.__name__)
 
 
-#: The reference projects (reference/<name>/, each with its package <name>/).
-PROJECTS = sorted(
-    p.name for p in (ROOT / "reference").iterdir() if (p / p.name / "__init__.py").is_file()
-)
-
-
 def reference_drivers() -> list[type[Driver]]:
-    """The drivers of the reference plugins: modules of the reference package,
-    and the drivers named by each reference/<name>/plugin.toml project."""
-    _import_all(reference)
-    packages = []
-    for name in PROJECTS:
-        package = importlib.import_module(name)
-        _import_all(package)
-        packages.append(name + ".")
+    """Every driver the reference projects (reference/*/plugin.toml) serve,
+    but those of NOT_YET_TARGETS."""
     found = {
         cls
-        for cls in _subclasses(Driver)
-        if cls.__module__.startswith(("reference.", *packages))
-        and not inspect.isabstract(cls)
-        and cls.__name__ not in NOT_YET_TARGETS
+        for toml in sorted(ROOT.glob("reference/*/plugin.toml"))
+        for cls in load_drivers(load_project(toml))
+        if cls.__name__ not in NOT_YET_TARGETS
     }
-    # The projects fuzzed so far; each reference project joins with a factory below.
-    for project in ("poolipam", "bridgenet"):
-        found.update(load_drivers(load_project(ROOT / "reference" / project / "plugin.toml")))
     return sorted(found, key=lambda cls: cls.__name__)
 
 
@@ -979,13 +960,8 @@ def check_raw(raw: bytes, answer: bytes, socket_path: str) -> None:
 def served(scratch: Path) -> Iterator[Served]:
     sock_dir = tempfile.mkdtemp(prefix="dpk-", dir="/tmp")  # AF_UNIX paths are short
     path = os.path.join(sock_dir, "f.sock")
-    pythonpath = os.pathsep.join([str(ROOT), *(str(ROOT / "reference" / p) for p in PROJECTS)])
-    env = {
-        **os.environ,
-        "PYTHONPATH": pythonpath,
-        "FUZZ_ROOT": str(scratch),
-        "LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "FUZZ_ROOT": str(scratch)}
+    env["LOG_LEVEL"] = "warning"
     with open(scratch / "plugin.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "plugin", "--path", path, f"{__name__}:SocketVolumes"],

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol.driver import LocalVolumes
 
 from plugin._requirements import requirements
 from plugin.bundle import Problem, check_config, load_project, validate_config
@@ -32,10 +33,11 @@ from plugin.bundle._rootfs import load_drivers
 from plugin.ipam import IpamDriver
 from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
-from reference.localvol import LocalVolumes
+from tests.conftest import PYTHONPATH
 from tests.unit.test_bundle_config import IMAGE_ATTRS, good, make_rootfs, with_
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCALVOL = ROOT / "reference" / "localvol"
 
 ALL_DEVICES = (
     "linux.allowAllDevices: gives the plugin every device of the host; list the devices it "
@@ -300,13 +302,13 @@ def reference_bundle(tmp_path: Path) -> Path:
     """The reference plugin's config.json as the builder renders it, in a bundle."""
     bundle = tmp_path / "bundle"
     rootfs = make_rootfs(bundle / "rootfs")
-    config, _ = render_bundle_config(load_project(ROOT / "plugin.toml"), IMAGE_ATTRS, rootfs)
+    config, _ = render_bundle_config(load_project(LOCALVOL / "plugin.toml"), IMAGE_ATTRS, rootfs)
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 
 
 def test_the_reference_plugin_asks_for_nothing_broad(reference_bundle: Path) -> None:
-    project = load_project(ROOT / "plugin.toml")
+    project = load_project(LOCALVOL / "plugin.toml")
     declared = requirements(load_drivers(project))
     config = json.loads((reference_bundle / "config.json").read_text())
     assert check_config(config, reference_bundle / "rootfs", declared=declared) == []
@@ -320,7 +322,7 @@ def run(*argv: str) -> tuple[int, list[str]]:
 
 
 def test_the_reference_plugin_passes_strict(reference_bundle: Path) -> None:
-    project = str(ROOT / "plugin.toml")
+    project = str(LOCALVOL / "plugin.toml")
     assert run("--project", project, "--bundle", str(reference_bundle), "validate", "--strict") == (
         0,
         [
@@ -341,7 +343,13 @@ def test_strict_turns_warnings_into_a_failure(reference_bundle: Path) -> None:
         "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
         "(they declare CAP_SYS_ADMIN)"
     )
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle), "validate"]
+    argv = [
+        "--project",
+        str(LOCALVOL / "plugin.toml"),
+        "--bundle",
+        str(reference_bundle),
+        "validate",
+    ]
     assert run(*argv) == (
         0,
         [
@@ -376,7 +384,7 @@ def test_strict_create_sends_nothing_to_the_daemon(
     monkeypatch.setattr(_engine, "docker_client", lambda timeout=600: client)
     path = reference_bundle / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "pidHost": True}))
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle)]
+    argv = ["--project", str(LOCALVOL / "plugin.toml"), "--bundle", str(reference_bundle)]
     assert run(*argv, "create", "--strict") == (
         1,
         [
@@ -430,7 +438,7 @@ def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-c", LEGACY, path, *group],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -41,6 +41,7 @@ from plugin.volume import (
     Volume,
     VolumeDriver,
 )
+from tests.conftest import PYTHONPATH
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = f"{__name__}:SlowVolumes"
@@ -170,7 +171,7 @@ def short_dir() -> Iterator[str]:
 
 
 def run_plugin(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"}
     return subprocess.Popen(
         [sys.executable, "-m", "plugin", *args],
         cwd=ROOT,

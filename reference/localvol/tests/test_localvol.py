@@ -1,4 +1,4 @@
-"""The reference volume plugin, driven the way the daemon drives it."""
+"""localvol, driven the way the daemon drives it."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol import driver as localvol
+from localvol.driver import DATA, LocalVolumes, StateError
 
 from plugin import Mount
 from plugin.__main__ import main as plugin_main
 from plugin._requirements import requirements
 from plugin.testing import PluginClient
 from plugin.volume import CreateRequest
-from reference import localvol
-from reference.localvol import DATA, LocalVolumes, StateError
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 T1 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -721,7 +721,7 @@ def test_python_m_plugin_fails_fast_on_corrupt_state(
     monkeypatch.setattr(LocalVolumes, "propagated_mount", str(tmp_path / "mnt"))
     make_state(data, {})
     (data / "state.json").write_text("{")
-    code = plugin_main(["--path", str(tmp_path / "s.sock"), "reference.localvol:LocalVolumes"])
+    code = plugin_main(["--path", str(tmp_path / "s.sock"), "localvol.driver:LocalVolumes"])
     assert code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
