@@ -83,15 +83,19 @@ def render_bundle_config(
     rootfs: Path | None,
     drivers: list[type[Driver]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Render config.json for ``project`` and validate it; returns the config
-    and its warnings, or raises ConfigError naming every bad field."""
+    """Render config.json for ``project`` and validate it (with the drivers'
+    declarations, so capabilities they do not declare are warned about);
+    returns the config and its warnings, or raises ConfigError naming every
+    bad field."""
     if drivers is None:
         drivers = load_drivers(project, rootfs.parent if rootfs is not None else None)
     reqs = _requirements(drivers)
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
     config = render_config(project.template_path, context)
     record_platform(config, rootfs, image_attrs)
-    warnings = check_config(config, rootfs)
+    # With what the drivers declare: the undeclared-capability check too,
+    # here, once per build.
+    warnings = check_config(config, rootfs, declared=reqs)
     return config, warnings
 
 

@@ -511,3 +511,24 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
         0,
         [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
     )
+
+
+def test_a_build_warns_once_about_capabilities_its_drivers_do_not_declare(
+    tmp_path: Path,
+) -> None:
+    # The template asks for one capability more than LocalVolumes declares;
+    # the build's own check reports it, with the drivers it loaded.
+    project = load_project(LOCALVOL / "plugin.toml")
+    template = tmp_path / "config.json.j2"
+    text = project.template_path.read_text()
+    line = '"capabilities": {{ capabilities | tojson }}'
+    assert line in text
+    more = '"capabilities": {{ ((capabilities | list) + ["CAP_NET_ADMIN"]) | tojson }}'
+    template.write_text(text.replace(line, more))
+    project = dataclasses.replace(project, config_template=str(template))
+    rootfs = make_rootfs(tmp_path / "bundle" / "rootfs")
+    _, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == [
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    ]
