@@ -13,6 +13,7 @@ from typing import Any
 
 from .._driver import Driver
 from .._requirements import Requirements, requirements
+from .._socket import PLUGIN_DIR
 from . import _slim
 from ._config import (
     ImageFacts,
@@ -149,7 +150,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         stale.unlink()  # never leave a config that does not match the rootfs
     with docker_errors(f"inspect {image_id}"):
         attrs = client.images.get(image_id).attrs
-    needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
+    needed = [PLUGIN_DIR, *(m.destination for m in reqs.mounts)]
     if reqs.propagated_mount:
         needed.append(reqs.propagated_mount)
     # What the slim probe runs: config.json as rendered (entrypoint[0] still
