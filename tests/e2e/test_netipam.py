@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -253,6 +254,27 @@ def test_a_bad_driver_option_fails_with_the_plugins_message(plugins: NetPlugins)
     assert "unknown option 'vlan' (supported: bridge_name, mtu)" in proc.stderr
     # The IPAM pools taken for the refused networks were given back.
     assert plugins.ipam_state()["pools"] == pools
+
+
+def test_a_failed_join_leaks_no_address(plugins: NetPlugins) -> None:
+    net = network(plugins, "--subnet", subnet(plugins))
+    nid = network_id(net)
+    held = ipam_addresses(plugins)
+    # The bridge goes from under the plugin (deleted by hand): Join fails.
+    subprocess.run(["ip", "link", "del", f"bn-{nid[:12]}"], check=True)
+    name = f"dpk-c-{uuid.uuid4().hex[:8]}"
+    _made_containers.append(name)
+    proc = docker(
+        "run", "-d", "--name", name, "--network", net, TEST_IMAGE, "sleep", "60", check=False
+    )
+    assert proc.returncode != 0
+    assert re.search(
+        r"cannot create veth pair vn-[0-9a-f]{12}/vc-[0-9a-f]{12}: Error: argument "
+        rf'"bn-{nid[:12]}" is wrong: Device does not exist',
+        proc.stderr,
+    ), proc.stderr
+    # The daemon undid the endpoint: its address went back to poolipam.
+    assert ipam_addresses(plugins) == held
 
 
 def test_the_short_name_is_not_enough(plugins: NetPlugins) -> None:
