@@ -127,6 +127,11 @@ def _ip_of(container: str, network: str) -> str:
     return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
 
 
+def _endpoint_of(container: str, network: str) -> str:
+    info = json.loads(docker("inspect", container).stdout)[0]
+    return str(info["NetworkSettings"]["Networks"][network]["EndpointID"])
+
+
 def _use_network(name: str) -> None:
     """Two containers on a network of the skeleton reach each other and the
     gateway; the bridge and veths it made go with the containers and the network."""
@@ -136,8 +141,7 @@ def _use_network(name: str) -> None:
         docker("network", "create", "-d", f"{name}:latest", "--subnet", f"{base}.0/24",
                "--gateway", f"{base}.1", net)  # fmt: skip
         bridge = "nb-" + docker("network", "inspect", "-f", "{{.Id}}", net).stdout[:12]
-        before = _links()
-        assert bridge in before
+        assert bridge in _links()
         for container in containers:
             docker("run", "-d", "--name", container, "--network", net, TEST_IMAGE, "sleep", "600")
         ip1, ip2 = (_ip_of(c, net) for c in containers)
@@ -145,11 +149,12 @@ def _use_network(name: str) -> None:
         assert f" inet {ip1}/24 " in shown, shown
         for address in (ip2, f"{base}.1"):
             docker("exec", containers[0], "ping", "-c", "1", "-W", "2", address)
-        veths = _links() - before
-        assert len([v for v in veths if v.startswith("ve-")]) == 2, veths
+        # Each container's veth pair: its host end on the bridge.
+        made = {bridge, *(f"ve-{_endpoint_of(c, net)[:12]}" for c in containers)}
+        assert made <= _links()
         docker("rm", "-f", *containers)
         docker("network", "rm", net)
-        assert not (_links() & (veths | {bridge}))
+        assert not (_links() & made)
     finally:
         docker("rm", "-f", *containers, check=False)
         docker("network", "rm", net, check=False)
