@@ -147,7 +147,8 @@ def _use_network(name: str) -> None:
         ip1, ip2 = (_ip_of(c, net) for c in containers)
         shown = docker("exec", containers[0], "ip", "-o", "-4", "addr", "show", "eth0").stdout
         assert f" inet {ip1}/24 " in shown, shown
-        for address in (ip2, f"{base}.1"):
+        # By address, by name (the daemon's DNS, as the project's README shows), the gateway.
+        for address in (ip2, containers[1], f"{base}.1"):
             docker("exec", containers[0], "ping", "-c", "1", "-W", "2", address)
         # Each container's veth pair: its host end on the bridge.
         made = {bridge, *(f"ve-{_endpoint_of(c, net)[:12]}" for c in containers)}
