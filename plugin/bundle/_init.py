@@ -69,6 +69,18 @@ TYPES: dict[str, PluginType] = {
         "Ipam",
         "plugin.ipam.IpamDriver",
     ),
+    "logging": PluginType(
+        "logging",
+        "a log driver: docker run --log-driver NAME",
+        "Logs",
+        "plugin.logging.LogDriver",
+    ),
+    "metrics": PluginType(
+        "metrics",
+        "a metrics collector: reads the daemon's metrics",
+        "Metrics",
+        "plugin.metrics.MetricsCollector",
+    ),
 }
 
 

@@ -49,20 +49,10 @@ EXPECTED = {
         "myvol/driver.py",
         "myvol/host.py",
     ],
-    "ipam": [
-        ".dockerignore",
-        ".github/workflows/ci.yml",
-        ".github/workflows/publish.yml",
-        ".gitignore",
-        "Makefile",
-        "README.md",
-        "conftest.py",
-        "plugin.toml",
-        "tests/test_myvol.py",
-        "myvol/__init__.py",
-        "myvol/driver.py",
-    ],
 }
+EXPECTED["ipam"] = EXPECTED["volume"]
+EXPECTED["logging"] = EXPECTED["volume"]
+EXPECTED["metrics"] = EXPECTED["volume"]
 
 
 def error(directory: Path, kind: str = "volume", **kwargs: object) -> str:
@@ -192,7 +182,7 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
     assert error(tmp_path / "x", "storage") == (
-        "init: unknown plugin type 'storage' (known: ipam, network, volume)"
+        "init: unknown plugin type 'storage' (known: ipam, logging, metrics, network, volume)"
     )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "

@@ -513,6 +513,24 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
     )
 
 
+@pytest.mark.parametrize("name", ["filelog", "metricsexport"])
+def test_the_log_and_metrics_reference_plugins_pass_strict(tmp_path: Path, name: str) -> None:
+    project = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    (rootfs / "logs").mkdir()
+    config, _ = render_bundle_config(load_project(project), IMAGE_ATTRS, rootfs)
+    (bundle / "config.json").write_text(json.dumps(config))
+    declared = requirements(load_drivers(load_project(project)))
+    assert check_config(config, rootfs, declared=declared) == []
+    assert declared.linux_capabilities == ()
+    assert declared.network == ("host" if name == "metricsexport" else "")
+    assert run("--project", str(project), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
+
+
 def test_a_build_warns_once_about_capabilities_its_drivers_do_not_declare(
     tmp_path: Path,
 ) -> None:
