@@ -166,9 +166,14 @@ def _use_ipam(name: str) -> None:
     skeleton: the gateway first, then the range, or exactly what --ip says."""
     net, base = f"dpk-net-{uuid.uuid4().hex[:8]}", _subnet()
     containers = [f"dpk-c-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    plugin_id = docker("plugin", "inspect", "-f", "{{.Id}}", f"{name}:latest").stdout.strip()
-    package = name.rsplit("/", 1)[-1]
-    state = Path(f"/var/lib/docker/plugins/{plugin_id}/rootfs/var/lib/{package}/state.json")
+    # The state on a host directory of this test's own, as a user sets one
+    # (the default, /var/lib/myipam, is the same for every session).
+    data = Path(f"/var/tmp/{name.replace('/', '-')}")
+    data.mkdir()
+    state = data / "state.json"
+    docker("plugin", "disable", f"{name}:latest")
+    docker("plugin", "set", f"{name}:latest", f"state.source={data}")
+    docker("plugin", "enable", f"{name}:latest")
     try:
         docker("network", "create", "--ipam-driver", f"{name}:latest", "--subnet",
                f"{base}.0/24", "--ip-range", f"{base}.128/25", net)  # fmt: skip
@@ -187,6 +192,7 @@ def _use_ipam(name: str) -> None:
     finally:
         docker("rm", "-f", *containers, check=False)
         docker("network", "rm", net, check=False)
+        shutil.rmtree(data)
 
 
 def _use_logging(name: str) -> None:
