@@ -559,8 +559,9 @@ def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = No
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
     if set(types) & _BY_FULL_NAME:
         lines.append(
-            f"  (the daemon finds network and IPAM drivers by their full name, tag included: "
-            f"{name}; without the tag it answers that it could not resolve the driver)"
+            "  (the daemon finds network and IPAM drivers by their full name, tag included: "
+            f'{name}; without the tag it answers "could not resolve driver" or "invalid ipam '
+            'driver")'
         )
     if AUTHZ in types and engine is not None:
         lines += authz_advice(name, engine)

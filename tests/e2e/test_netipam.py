@@ -279,12 +279,15 @@ def test_a_failed_join_leaks_no_address(plugins: NetPlugins) -> None:
 
 def test_the_short_name_is_not_enough(plugins: NetPlugins) -> None:
     # The daemon resolves network and IPAM drivers by exact name, tag included.
-    short = plugins.net.name.removesuffix(":latest")
-    name = f"dpk-net-{uuid.uuid4().hex[:8]}"
-    _made_networks.append(name)
-    proc = docker("network", "create", "-d", short, name, check=False)
-    assert proc.returncode != 0
-    assert "could not resolve driver" in proc.stderr or "not found" in proc.stderr, proc.stderr
+    net, ipam = (p.name.removesuffix(":latest") for p in (plugins.net, plugins.ipam))
+    for args, message in (
+        (["-d", net], f"could not resolve driver {net} in registry"),
+        (["--ipam-driver", ipam], f'invalid ipam driver: "{ipam}"'),
+    ):
+        name = f"dpk-net-{uuid.uuid4().hex[:8]}"
+        _made_networks.append(name)
+        proc = docker("network", "create", *args, name, check=False)
+        assert (proc.returncode, proc.stderr) == (1, f"Error response from daemon: {message}\n")
 
 
 def test_an_exhausted_pool_fails_with_the_plugins_message(plugins: NetPlugins) -> None:

@@ -435,5 +435,6 @@ def test_network_and_ipam_plugins_are_named_with_their_tag() -> None:
         "Try: docker network create -d acme/net:latest mynet",
         "Try: docker network create --ipam-driver acme/net:latest mynet",
         "  (the daemon finds network and IPAM drivers by their full name, tag included: "
-        "acme/net:latest; without the tag it answers that it could not resolve the driver)",
+        'acme/net:latest; without the tag it answers "could not resolve driver" or "invalid ipam '
+        'driver")',
     ]
