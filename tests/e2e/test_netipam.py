@@ -100,10 +100,15 @@ _made_containers: list[str] = []
 # --- helpers ---------------------------------------------------------------------------------
 
 
+#: The third octets of the /24s tests ask for (poolipam carves its own
+#: pools from the low ones), each handed out once per session.
+_THIRDS = random.sample(range(100, 251), k=151)
+
+
 def subnet(plugins: NetPlugins) -> str:
     """A /24 of this session's range that no other test uses."""
     second = plugins.pools.split(".")[1]
-    return f"10.{second}.{random.randint(100, 250)}.0/24"
+    return f"10.{second}.{_THIRDS.pop()}.0/24"
 
 
 def create_network(
