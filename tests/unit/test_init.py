@@ -35,6 +35,8 @@ EXPECTED = {
         "myvol/driver.py",
     ],
 }
+# Every type writes the same files: only the driver and its tests differ.
+EXPECTED["authz"] = EXPECTED["secrets"] = EXPECTED["volume"]
 
 
 def error(directory: Path, kind: str = "volume", **kwargs: object) -> str:
@@ -47,8 +49,18 @@ def test_every_type_has_its_expected_files() -> None:
     assert set(TYPES) == set(EXPECTED)
 
 
+@pytest.fixture
+def fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each project's package is imported anew (every type's is ``myvol``)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "myvol" or m.startswith("myvol.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 @pytest.mark.parametrize("kind", sorted(TYPES))
-def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> None:
+def test_a_new_project_loads_and_its_tests_pass(
+    tmp_path: Path, kind: str, fresh_imports: None
+) -> None:
     root = tmp_path / "myvol"
     result = init_project(root, kind)
     assert sorted(result.written) == sorted(EXPECTED[kind])
@@ -157,7 +169,9 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
-    assert error(tmp_path / "x", "storage") == "init: unknown plugin type 'storage' (known: volume)"
+    assert error(tmp_path / "x", "storage") == (
+        "init: unknown plugin type 'storage' (known: authz, secrets, volume)"
+    )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "
         "acme/myplugin:1.0 or localhost:5000/acme/myplugin"
