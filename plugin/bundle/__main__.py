@@ -197,7 +197,7 @@ def _reset_flag(p: argparse.ArgumentParser) -> None:
 def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str]:
     """Capabilities in ``config`` that the project's drivers do not declare
     (nothing when the drivers cannot be loaded here)."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._config import undeclared_capabilities
     from ._rootfs import load_drivers
 
@@ -450,7 +450,7 @@ def _publish(args: argparse.Namespace, project: Callable[[], Project], console: 
 
 def _service(args: argparse.Namespace, project: Project, console: Console) -> int:
     """``service``: the files that run the plugin as a host service."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._rootfs import load_drivers
     from ._service import ServiceTLS, service_files
 

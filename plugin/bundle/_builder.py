@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
-from ..manifest import Requirements, requirements
+from .._requirements import Requirements, requirements
 from . import _slim
 from ._config import (
     ImageFacts,

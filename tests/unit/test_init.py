@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from plugin import __version__
+from plugin._requirements import requirements
 from plugin.bundle import ProjectError, load_project
 from plugin.bundle.__main__ import main
 from plugin.bundle._init import TYPES, init_project, project_names
 from plugin.bundle._project import KEYS
 from plugin.bundle._rootfs import load_drivers
-from plugin.manifest import requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -22,13 +23,13 @@ from typing import Any
 import pytest
 from localvol.driver import LocalVolumes
 
+from plugin._requirements import requirements
 from plugin.bundle import Problem, check_config, load_project, validate_config
 from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
 from plugin.ipam import IpamDriver
-from plugin.manifest import requirements
 from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
 from tests.conftest import PYTHONPATH
@@ -440,12 +441,19 @@ def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Until it listens: the socket file exists from bind(), its mode and
+    # group are set before listen().
     deadline = time.monotonic() + 15
-    while not os.path.exists(path):
+    while True:
         assert proc.poll() is None, "the plugin exited"
-        assert time.monotonic() < deadline
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+                return proc
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "the plugin did not listen within 15 s"
         time.sleep(0.02)
-    return proc
 
 
 def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
