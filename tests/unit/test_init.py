@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from plugin import __version__
+from plugin._requirements import requirements
 from plugin.bundle import ProjectError, load_project
 from plugin.bundle.__main__ import main
 from plugin.bundle._init import TYPES, init_project, project_names
 from plugin.bundle._project import KEYS
 from plugin.bundle._rootfs import load_drivers
-from plugin.manifest import requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -35,6 +35,8 @@ EXPECTED = {
         "myvol/driver.py",
     ],
 }
+EXPECTED["logging"] = EXPECTED["volume"]
+EXPECTED["metrics"] = EXPECTED["volume"]
 
 
 def error(directory: Path, kind: str = "volume", **kwargs: object) -> str:
@@ -49,6 +51,9 @@ def test_every_type_has_its_expected_files() -> None:
 
 @pytest.mark.parametrize("kind", sorted(TYPES))
 def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> None:
+    # Every type's project has the package myvol: not the one another type loaded.
+    for module in [m for m in sys.modules if m == "myvol" or m.startswith("myvol.")]:
+        del sys.modules[module]
     root = tmp_path / "myvol"
     result = init_project(root, kind)
     assert sorted(result.written) == sorted(EXPECTED[kind])
@@ -157,7 +162,9 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
-    assert error(tmp_path / "x", "storage") == "init: unknown plugin type 'storage' (known: volume)"
+    assert error(tmp_path / "x", "storage") == (
+        "init: unknown plugin type 'storage' (known: logging, metrics, volume)"
+    )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "
         "acme/myplugin:1.0 or localhost:5000/acme/myplugin"
