@@ -53,6 +53,18 @@ TYPES: dict[str, PluginType] = {
         "Volumes",
         "plugin.volume.VolumeDriver",
     ),
+    "logging": PluginType(
+        "logging",
+        "a log driver: docker run --log-driver NAME",
+        "Logs",
+        "plugin.logging.LogDriver",
+    ),
+    "metrics": PluginType(
+        "metrics",
+        "a metrics collector: reads the daemon's metrics",
+        "Metrics",
+        "plugin.metrics.MetricsCollector",
+    ),
     "authz": PluginType(
         "authz",
         "an authorization plugin: the daemon's authorization-plugins",

@@ -112,6 +112,40 @@ def _use_volume(made: Made, request: pytest.FixtureRequest) -> None:
         docker("volume", "rm", "-f", volume, check=False)
 
 
+def _use_logging(name: str) -> None:
+    container = f"dpk-e2e-{uuid.uuid4().hex[:10]}"
+    try:
+        docker("run", "--name", container, "--network", "none", "--log-driver", name,
+               TEST_IMAGE, "sh", "-c", "echo hello; echo oops >&2")  # fmt: skip
+        out = docker("logs", container)
+        assert (out.stdout, out.stderr) == ("hello\n", "oops\n")
+        cid = docker("inspect", "-f", "{{.Id}}", container).stdout.strip()
+    finally:
+        docker("rm", "-f", container, check=False)
+    short = name.rsplit("/", 1)[-1]
+    log = Path(f"/var/lib/{short}/{cid}.log")  # the template's default logs.source
+    # stdout and stderr are copied apart by the daemon: their order may differ.
+    stored = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    assert sorted(stored) == ["stderr oops", "stdout hello"]
+    log.unlink()
+
+
+def _use_metrics(name: str) -> None:
+    short = name.rsplit("/", 1)[-1]
+    latest = Path(f"/var/lib/{short}/latest.prom")  # the template's default metrics.source
+    text = wait_for_text(latest, 30)
+    assert "engine_daemon_engine_info" in text, text[:300]
+    latest.unlink()
+
+
+def wait_for_text(path: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} not written within {timeout:g} s"
+        time.sleep(0.1)
+    return path.read_text()
+
+
 @contextlib.contextmanager
 def on_private_daemon(
     made: Made, request: pytest.FixtureRequest, *settings: str
@@ -180,6 +214,8 @@ def _use_secrets(made: Made, request: pytest.FixtureRequest) -> None:
 #: one here.
 USE: dict[str, Callable[[Made, pytest.FixtureRequest], None]] = {
     "volume": _use_volume,
+    "logging": lambda made, request: _use_logging(made.name),
+    "metrics": lambda made, request: _use_metrics(made.name),
     "authz": _use_authz,
     "secrets": _use_secrets,
 }

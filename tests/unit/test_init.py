@@ -35,6 +35,8 @@ EXPECTED = {
         "myvol/driver.py",
     ],
 }
+EXPECTED["logging"] = EXPECTED["volume"]
+EXPECTED["metrics"] = EXPECTED["volume"]
 # Every type writes the same files: only the driver and its tests differ.
 EXPECTED["authz"] = EXPECTED["secrets"] = EXPECTED["volume"]
 
@@ -170,7 +172,7 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
     assert error(tmp_path / "x", "storage") == (
-        "init: unknown plugin type 'storage' (known: authz, secrets, volume)"
+        "init: unknown plugin type 'storage' (known: authz, logging, metrics, secrets, volume)"
     )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "

@@ -4,6 +4,7 @@ legacy plugin's socket is 0660 with a chosen group (plugin/_serve.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import io
 import json
@@ -507,3 +508,42 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
         0,
         [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
     )
+
+
+@pytest.mark.parametrize("name", ["filelog", "metricsexport"])
+def test_the_log_and_metrics_reference_plugins_pass_strict(tmp_path: Path, name: str) -> None:
+    project = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    (rootfs / "logs").mkdir()
+    config, _ = render_bundle_config(load_project(project), IMAGE_ATTRS, rootfs)
+    (bundle / "config.json").write_text(json.dumps(config))
+    declared = requirements(load_drivers(load_project(project)))
+    assert check_config(config, rootfs, declared=declared) == []
+    assert declared.linux_capabilities == ()
+    assert declared.network == ("host" if name == "metricsexport" else "")
+    assert run("--project", str(project), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
+
+
+def test_a_build_warns_once_about_capabilities_its_drivers_do_not_declare(
+    tmp_path: Path,
+) -> None:
+    # The template asks for one capability more than LocalVolumes declares;
+    # the build's own check reports it, with the drivers it loaded.
+    project = load_project(LOCALVOL / "plugin.toml")
+    template = tmp_path / "config.json.j2"
+    text = project.template_path.read_text()
+    line = '"capabilities": {{ capabilities | tojson }}'
+    assert line in text
+    more = '"capabilities": {{ ((capabilities | list) + ["CAP_NET_ADMIN"]) | tojson }}'
+    template.write_text(text.replace(line, more))
+    project = dataclasses.replace(project, config_template=str(template))
+    rootfs = make_rootfs(tmp_path / "bundle" / "rootfs")
+    _, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == [
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    ]
