@@ -81,6 +81,18 @@ TYPES: dict[str, PluginType] = {
         "Metrics",
         "plugin.metrics.MetricsCollector",
     ),
+    "authz": PluginType(
+        "authz",
+        "an authorization plugin: the daemon's authorization-plugins",
+        "Authz",
+        "plugin.authz.AuthzPlugin",
+    ),
+    "secrets": PluginType(
+        "secrets",
+        "a Swarm secret provider: docker secret create --driver NAME",
+        "Secrets",
+        "plugin.secrets.SecretProvider",
+    ),
 }
 
 

@@ -28,6 +28,7 @@ import pytest
 from plugin.bundle._init import TYPES
 
 from .conftest import ROOT, TEST_IMAGE, docker
+from .private_daemon import PrivateDaemon, _free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +94,8 @@ class Made:
     init_to_enabled: float
 
 
-def _use_volume(name: str) -> None:
+def _use_volume(made: Made, request: pytest.FixtureRequest) -> None:
+    name = made.name
     volume = f"v-{uuid.uuid4().hex[:8]}"
     plugin_id = docker("plugin", "inspect", "-f", "{{.Id}}", f"{name}:latest").stdout.strip()
     # The skeleton keeps each volume as a directory of its propagated mount.
@@ -229,14 +231,80 @@ def wait_for_text(path: Path, timeout: float) -> str:
     return path.read_text()
 
 
-#: How each type's plugin is used through the daemon; a type init knows
-#: needs one here.
-USE: dict[str, Callable[[str], None]] = {
+@contextlib.contextmanager
+def on_private_daemon(
+    made: Made, request: pytest.FixtureRequest, *settings: str
+) -> Iterator[tuple[PrivateDaemon, str]]:
+    """The project's bundle (made by ``make plugin``) as a plugin of the
+    private daemon, for the types a daemon must be reconfigured for."""
+    from plugin.bundle._engine import Engine
+
+    daemon: PrivateDaemon = request.getfixturevalue("private_daemon")
+    name = f"{made.name}:latest"
+    engine = Engine(daemon.client())
+    try:
+        engine.create(name, made.root / "rootfs-build")
+        if settings:
+            engine.set(name, list(settings))
+        engine.enable(name, timeout=30)
+        yield daemon, name
+    finally:
+        daemon.docker("plugin", "rm", "-f", name, check=False)
+
+
+def _use_authz(made: Made, request: pytest.FixtureRequest) -> None:
+    with on_private_daemon(made, request) as (daemon, name):
+        daemon.configure(**{"authorization-plugins": [name]})
+        try:
+            ok = daemon.docker("run", "--rm", TEST_IMAGE, "echo", "hello")
+            assert ok.stdout == "hello\n"
+            denied = daemon.docker("run", "--rm", "--privileged", TEST_IMAGE, "true", check=False)
+            assert (
+                f"authorization denied by plugin {name}: privileged containers are not allowed"
+                in denied.stderr
+            ), denied.stderr
+        finally:
+            daemon.configure(**{"authorization-plugins": None})
+
+
+def _use_secrets(made: Made, request: pytest.FixtureRequest) -> None:
+    from .test_secrets import Secrets, _data_path_port
+
+    source = Path(f"/var/tmp/dpk-e2e-init-secrets-{uuid.uuid4().hex[:8]}")
+    source.mkdir()
+    (source / "db-password").write_bytes(b"hunter2")
+    try:
+        with on_private_daemon(made, request, f"secrets.source={source}") as (daemon, name):
+            daemon.docker(
+                "swarm", "init", "--advertise-addr", "127.0.0.1",
+                "--listen-addr", f"127.0.0.1:{_free_port()}",
+                "--data-path-port", str(_data_path_port()),
+            )  # fmt: skip
+            try:
+                daemon.docker("secret", "create", "--driver", name, "db-password")
+                outputs = Secrets(daemon, name, source).service(
+                    "--secret", "db-password", TEST_IMAGE, "cat", "/run/secrets/db-password"
+                )
+                assert list(outputs.values()) == ["hunter2"]
+            finally:
+                daemon.docker("swarm", "leave", "--force", check=False)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+        # The skeleton's default secrets directory, made on this host by `make plugin`.
+        with contextlib.suppress(OSError):
+            Path(f"/etc/docker/{made.name.rsplit('/', 1)[-1]}").rmdir()
+
+
+#: How each type's plugin is used through a daemon; a type init knows needs
+#: one here.
+USE: dict[str, Callable[[Made, pytest.FixtureRequest], None]] = {
     "volume": _use_volume,
-    "network": _use_network,
-    "ipam": _use_ipam,
-    "logging": _use_logging,
-    "metrics": _use_metrics,
+    "network": lambda made, request: _use_network(made.name),
+    "ipam": lambda made, request: _use_ipam(made.name),
+    "logging": lambda made, request: _use_logging(made.name),
+    "metrics": lambda made, request: _use_metrics(made.name),
+    "authz": _use_authz,
+    "secrets": _use_secrets,
 }
 
 
@@ -266,7 +334,9 @@ def make(kit: Kit, kind: str, tweak: Callable[[Path], None] | None = None) -> It
 
 
 @pytest.mark.parametrize("kind", sorted(TYPES))
-def test_init_make_plugin_make_test_and_use_it(kit: Kit, kind: str, tally: object) -> None:
+def test_init_make_plugin_make_test_and_use_it(
+    kit: Kit, kind: str, tally: object, request: pytest.FixtureRequest
+) -> None:
     assert kind in USE, f"add how a {kind} plugin is used to USE"
     with make(kit, kind) as made:
         tests = kit.run("make", "test", cwd=made.root)
@@ -274,7 +344,7 @@ def test_init_make_plugin_make_test_and_use_it(kit: Kit, kind: str, tally: objec
         assert " passed" in tests.stdout.splitlines()[-1]
         info = docker("plugin", "inspect", "-f", "{{.Enabled}}", f"{made.name}:latest")
         assert info.stdout.strip() == "true"
-        USE[kind](made.name)
+        USE[kind](made, request)
         tally.note(  # type: ignore[attr-defined]
             f"init --type {kind} to an enabled plugin: {made.init_to_enabled:.1f} s"
         )

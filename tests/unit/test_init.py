@@ -53,6 +53,8 @@ EXPECTED = {
 EXPECTED["ipam"] = EXPECTED["volume"]
 EXPECTED["logging"] = EXPECTED["volume"]
 EXPECTED["metrics"] = EXPECTED["volume"]
+# The same files as a volume project: only the driver and its tests differ.
+EXPECTED["authz"] = EXPECTED["secrets"] = EXPECTED["volume"]
 
 
 def error(directory: Path, kind: str = "volume", **kwargs: object) -> str:
@@ -65,14 +67,18 @@ def test_every_type_has_its_expected_files() -> None:
     assert set(TYPES) == set(EXPECTED)
 
 
+@pytest.fixture
+def fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each project's package is imported anew (every type's is ``myvol``)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "myvol" or m.startswith("myvol.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 @pytest.mark.parametrize("kind", sorted(TYPES))
 def test_a_new_project_loads_and_its_tests_pass(
-    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kind: str, fresh_imports: None
 ) -> None:
-    # Every type's project has a package myvol: this one's is imported here.
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    for module in [m for m in sys.modules if m.split(".")[0] == "myvol"]:
-        monkeypatch.delitem(sys.modules, module)
     root = tmp_path / "myvol"
     result = init_project(root, kind)
     assert sorted(result.written) == sorted(EXPECTED[kind])
@@ -182,7 +188,8 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
     assert error(tmp_path / "x", "storage") == (
-        "init: unknown plugin type 'storage' (known: ipam, logging, metrics, network, volume)"
+        "init: unknown plugin type 'storage' (known: authz, ipam, logging, metrics, network, "
+        "secrets, volume)"
     )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "

@@ -488,9 +488,6 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
     bundle = tmp_path / "bundle"
     rootfs = make_rootfs(bundle / "rootfs")
     project = load_project(project_file)
-    if not (project.root / "config.json.j2").exists():
-        # Until the builder gives every project the kit's default template.
-        project = dataclasses.replace(project, root=ROOT)
     declared = requirements(load_drivers(project))
     for mount in declared.mounts:  # as the build creates them
         (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
