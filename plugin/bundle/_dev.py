@@ -476,7 +476,7 @@ class DevMode:
             elif self.restore:  # also when dev mode failed before its plugin was made
                 self._restore()
             elif ours:
-                with self.step(f"remove the dev plugin {self.name}"):
+                with self.step(f"remove the dev plugin {self.name}"), _shielded():
                     self.engine.remove(self.name, force=True)
         finally:
             if self.project is not None:
@@ -499,12 +499,25 @@ class DevMode:
                 self.engine.enable(self.name, timeout=self.timeout)
         except (BundleError, KeyboardInterrupt) as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            with self.step(f"remove the dev plugin {self.name}"):
+            with self.step(f"remove the dev plugin {self.name}"), _shielded():
                 self.engine.remove(self.name, force=True)  # False if it is not there
             raise BundleError(
                 f"the normal build failed ({reason}); the dev plugin is removed: "
                 "make plugin builds the plugin again"
             ) from None
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """No signal interrupts what is inside (a removal takes a second; cut
+    short, it could leave the dev plugin behind)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager

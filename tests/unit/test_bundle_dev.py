@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ import plugin.bundle._dev as dev_module
 import plugin.bundle._engine as engine_module
 from plugin.bundle import ConfigError, check_config
 from plugin.bundle.__main__ import main
-from plugin.bundle._dev import DevBuild, DevMode, dev_config, dev_source, forget_modules
+from plugin.bundle._dev import (
+    DevBuild,
+    DevMode,
+    dev_config,
+    dev_source,
+    forget_modules,
+    leave_on_signals,
+)
 from plugin.bundle._engine import Engine
 from plugin.bundle._project import load_project
 from tests.unit.test_bundle_config import good, make_rootfs
@@ -310,6 +319,22 @@ def test_leaving_removes_the_dev_plugin_and_its_files(tmp_path: Path, client: Fa
     assert "acme/vol:latest" not in client.api.plugins
     assert not (tmp_path / ".build/dev").exists()
     assert s.lines()[-1] == "==> remove the dev plugin acme/vol:latest"
+
+
+def test_a_second_ctrl_c_does_not_cut_the_removal_short(tmp_path: Path, client: FakeClient) -> None:
+    s = Session(tmp_path, client)
+    s.mode.start()
+    remove = s.engine.remove
+
+    def interrupted_remove(name: str, force: bool = False) -> bool:
+        os.kill(os.getpid(), signal.SIGTERM)  # the user presses Ctrl-C again
+        return remove(name, force=force)
+
+    s.engine.remove = interrupted_remove  # type: ignore[method-assign]
+    with leave_on_signals():
+        s.mode.leave()
+    assert "acme/vol:latest" not in client.api.plugins
+    assert not (tmp_path / ".build/dev").exists()
 
 
 def test_a_dev_plugin_replaced_meanwhile_is_left_alone(tmp_path: Path, client: FakeClient) -> None:
