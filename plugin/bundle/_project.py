@@ -56,6 +56,8 @@ class Project:
     entrypoint: tuple[str, ...] | None = None
     #: Keep only the files the plugin uses (see plugin/bundle/_slim.py).
     slim: bool = False
+    #: Glob patterns of files of the image the slim rootfs keeps as they are.
+    keep: tuple[str, ...] = ()
 
     @property
     def bundle_dir(self) -> Path:
@@ -78,6 +80,7 @@ _KNOWN = {
         "requirements",
         "output",
         "slim",
+        "keep",
     },
 }
 
@@ -147,6 +150,13 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
     slim = build.get("slim", False)
     if not isinstance(slim, bool):
         raise ProjectError(f"{path}: build.slim must be true or false")
+    keep = strings(build, "build", "keep") or ()
+    for pattern in keep:
+        if not pattern.startswith("/"):
+            raise ProjectError(
+                f"{path}: build.keep: {pattern!r} must be an absolute path in the image "
+                "(glob patterns allowed: *, ?, [...], ** for any depth)"
+            )
     return Project(
         root=path.resolve().parent,
         name=name,
@@ -164,4 +174,5 @@ def load_project(path: str | Path = "plugin.toml") -> Project:
         requirements=strings(build, "build", "requirements") or (),
         output=text(build, "build", "output", Project.output),
         slim=slim,
+        keep=keep,
     )

@@ -138,10 +138,17 @@ def test_unknown_tables_and_keys(tmp_path: Path) -> None:
         "name, socket)"
     )
     assert error(tmp_path, GOOD + "[build]\nimage = 'x'\n") == (
-        "unknown key build.image (known: base_image, dockerfile, fallback_base_image, output, "
-        "python, requirements, slim)"
+        "unknown key build.image (known: base_image, dockerfile, fallback_base_image, keep, "
+        "output, python, requirements, slim)"
     )
     assert error(tmp_path, GOOD + "[build]\nslim = 'yes'\n") == "build.slim must be true or false"
+    assert error(tmp_path, GOOD + "[build]\nkeep = ['usr/share/zoneinfo']\n") == (
+        "build.keep: 'usr/share/zoneinfo' must be an absolute path in the image (glob patterns "
+        "allowed: *, ?, [...], ** for any depth)"
+    )
+    assert error(tmp_path, GOOD + "[build]\nkeep = '/etc/x'\n") == (
+        "build.keep must be a list of strings"
+    )
     assert error(tmp_path, "plugin = 'x'\n") == "plugin must be a table ([plugin])"
 
 
