@@ -86,6 +86,11 @@ def make_app(*drivers: Driver) -> App:
             fn = driver.handler_for(endpoint)
             if fn is not None:
                 path = f"/{driver.prefix}.{endpoint.name}"
+                if endpoint.stream is not None:
+                    from ._stream import stream_handler
+
+                    calls[path] = stream_handler(path[1:], endpoint, fn)
+                    continue
                 timeout = driver.call_timeout(endpoint)
                 calls[path] = _handler(path[1:], endpoint, fn, timeout, threads)
     return App(calls)

@@ -23,12 +23,16 @@ class Endpoint:
     ``method_name(name)`` (``endpoint_oper_info``). ``request`` is None for the
     calls the daemon sends without arguments. ``deadline`` is how long the
     daemon waits for the answer, in seconds (None: no limit of its own).
+    ``stream``, for a call answered with a stream rather than JSON
+    (``LogDriver.ReadLogs``), turns each item the driver's iterator yields
+    into the bytes sent for it.
     """
 
     name: str
     request: type[Model] | None
     response: type[Model] | None
     deadline: float | None = None
+    stream: Callable[[Any], bytes] | None = None
 
     @property
     def method(self) -> str:

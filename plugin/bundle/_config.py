@@ -622,6 +622,9 @@ _HOST_ROOT = (
     "mounts the host's whole filesystem into the plugin; mount only the directories it needs"
 )
 _DOCKER_SOCKETS = {"/var/run/docker.sock", "/run/docker.sock"}
+#: The daemon's own files: every container's filesystem, logs and secrets.
+_DOCKER_DATA = "/var/lib/docker"
+_METRICS_SOCKETS = {"/var/run/docker/metrics.sock", "/run/docker/metrics.sock"}
 
 
 def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Problem]:
@@ -663,6 +666,27 @@ def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Pro
             warn(f"mounts[{i}].source", f"{source!r} {_HOST_ROOT}")
         elif normal in _DOCKER_SOCKETS:
             warn(f"mounts[{i}].source", f"{source!r} gives the plugin control of the Docker daemon")
+        elif normal in _METRICS_SOCKETS and any(
+            t.startswith("docker.metricscollector/") for t in types
+        ):
+            warn(
+                f"mounts[{i}].source",
+                f"{source!r}: the daemon mounts its metrics socket into every metrics plugin "
+                "at /run/docker/metrics.sock; leave this mount out",
+            )
+        elif (
+            normal == _DOCKER_DATA or normal.startswith(_DOCKER_DATA + "/")
+        ) and not normal.startswith(_DOCKER_DATA + "/plugins/"):
+            what = (
+                "a log driver gets each container's output from the daemon"
+                if any(t.startswith("docker.logdriver/") for t in types)
+                else "mount a directory of the plugin's own"
+            )
+            warn(
+                f"mounts[{i}].source",
+                f"{source!r} is the daemon's own data (every container's files and logs); "
+                f"{what}",
+            )
     if declared is not None:
         out += _undeclared(linux.get("capabilities") or [], declared)
     return out

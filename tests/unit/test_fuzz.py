@@ -50,6 +50,7 @@ from hypothesis import strategies as st
 import plugin
 import reference
 from plugin import Driver, Endpoint, PluginError
+from plugin._logwire import LogEntry, decode_frames
 from plugin._wire import MAX_BODY, Model
 from plugin.testing import PluginClient, Reply
 from reference.localvol import LocalVolumes
@@ -160,12 +161,18 @@ def _strings(value: Any) -> Iterator[str]:
 CRASH = f'Traceback (most recent call last):\n  File "{ROOT}/plugin/x.py", line 1\nboom'
 
 
+#: What a fake yields for a call answered with a stream (LogDriver.ReadLogs).
+STREAMED = [LogEntry("stdout", 1, b"fuzz"), LogEntry("stderr", 2, b"")]
+
+
 def _answer(endpoint: Endpoint, req: Any) -> Any:
     text = " ".join(_strings(req))
     if "boom" in text:
         raise RuntimeError(CRASH + " " + sys.prefix + "/site-packages")
     if "fail" in text:
         raise PluginError("failed as asked")
+    if endpoint.stream is not None:
+        return iter(STREAMED)
     return None if endpoint.response is None else sample(endpoint.response)
 
 
@@ -240,21 +247,32 @@ def check(target: Target, method: str, path: str, body: bytes, reply: Reply) -> 
     sent = path + body.decode("utf-8", errors="replace")
     shown = f"{method} {path} {body[:200]!r} -> {reply.status} {reply.body[:300]!r}"
     assert reply.status in expected_statuses(target, method, path), shown
-    try:
-        answer = json.loads(reply.body)
-    except ValueError:
-        raise AssertionError(f"not JSON: {shown}") from None
-    assert isinstance(answer, dict), shown
-    if reply.status != 200:
-        assert isinstance(answer.get("Err"), str) and answer["Err"].strip(), shown
-        if target.strict:
-            assert "(see its log)" not in answer["Err"], f"the reference driver crashed: {shown}"
-    elif path in target.routes():
-        _, endpoint = target.routes()[path]
-        if endpoint.response is None:
-            assert answer == {}, shown
-        else:
-            endpoint.response.from_wire(answer)  # the daemon could decode it
+    route = target.routes().get(path)
+    if reply.status == 200 and route is not None and route[1].stream is not None:
+        # A stream of framed entries, not JSON.
+        entries, end = decode_frames(reply.body)
+        assert end == len(reply.body), shown
+        if not target.strict:
+            # Each line gets the newline the daemon prints.
+            assert entries == [LogEntry(e.source, e.time_nano, e.line + b"\n") for e in STREAMED]
+    else:
+        try:
+            answer = json.loads(reply.body)
+        except ValueError:
+            raise AssertionError(f"not JSON: {shown}") from None
+        assert isinstance(answer, dict), shown
+        if reply.status != 200:
+            assert isinstance(answer.get("Err"), str) and answer["Err"].strip(), shown
+            if target.strict:
+                assert "(see its log)" not in answer["Err"], (
+                    f"the reference driver crashed: {shown}"
+                )
+        elif route is not None:
+            endpoint = route[1]
+            if endpoint.response is None:
+                assert answer == {}, shown
+            else:
+                endpoint.response.from_wire(answer)  # the daemon could decode it
     text = reply.body.decode("utf-8", errors="replace")
     for leak in LEAKS:
         if leak not in sent:

@@ -116,6 +116,40 @@ def test_mounts_of_the_docker_socket() -> None:
         ]
 
 
+def of_type(config: dict[str, Any], capability: str) -> dict[str, Any]:
+    config["interface"] = {"types": [capability], "socket": "t.sock"}
+    return config
+
+
+def test_log_and_metrics_plugins_may_use_the_host_network() -> None:
+    """A log driver ships to a remote backend, a metrics plugin serves a port."""
+    for capability in ("docker.logdriver/1.0", "docker.metricscollector/1.0"):
+        assert warnings(of_type(with_(network={"type": "host"}), capability)) == []
+
+
+def test_a_metrics_plugin_mounting_the_metrics_socket_itself() -> None:
+    for source in ("/var/run/docker/metrics.sock", "/run/docker/metrics.sock"):
+        config = of_type(with_mount(source), "docker.metricscollector/1.0")
+        assert warnings(config) == [
+            f"mounts[1].source: {source!r}: the daemon mounts its metrics socket into every "
+            "metrics plugin at /run/docker/metrics.sock; leave this mount out"
+        ]
+
+
+def test_mounts_of_the_daemons_data() -> None:
+    for source in ("/var/lib/docker", "/var/lib/docker/containers", "/var/lib/docker/plugins"):
+        assert warnings(of_type(with_mount(source), "docker.logdriver/1.0")) == [
+            f"mounts[1].source: {source!r} is the daemon's own data (every container's files "
+            "and logs); a log driver gets each container's output from the daemon"
+        ]
+        assert warnings(with_mount(source)) == [
+            f"mounts[1].source: {source!r} is the daemon's own data (every container's files "
+            "and logs); mount a directory of the plugin's own"
+        ]
+    for fine in ("/var/lib/docker-filelog", "/var/lib/docker/plugins/state", "/var/lib/dockerd"):
+        assert warnings(of_type(with_mount(fine), "docker.logdriver/1.0")) == [], fine
+
+
 def test_narrow_mounts_are_fine() -> None:
     for source in ("/var/lib/x", "/root", "/srv", "/run/docker/plugins"):
         assert warnings(with_mount(source)) == []

@@ -1,0 +1,5 @@
+"""metricsexport: the Docker daemon's metrics on a TCP port."""
+
+from .driver import MetricsExport
+
+__all__ = ["MetricsExport"]
