@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         size = tree_bytes(rootfs) / 1e6
         median = statistics.median(times[b])
         print(
-            f"{str(b):<40} {size:>6.1f} MB {_zip_bytes(rootfs) / 1e6:>5.1f} MB "
+            f"{b!s:<40} {size:>6.1f} MB {_zip_bytes(rootfs) / 1e6:>5.1f} MB "
             f"{median:>8.0f} ms {min(times[b]):>4.0f} ms {median / first:>5.2f}x"
         )
     print(
