@@ -1,8 +1,12 @@
-"""``python -m plugin [--socket NAME | --path PATH] module:Class [...]``
+"""``python -m plugin [--socket NAME | --path PATH | --listen URL | --spec FILE] module:Class ...``
 
 Imports each driver class, checks the per-host settings they declare (and
 ``LOG_LEVEL``), instantiates each with no arguments and serves them all on
 one socket. This is the entrypoint the builder writes into config.json.
+Outside Docker's plugin manager (a host service), ``--spec`` serves where a
+spec file tells the daemon to dial (TLS for ``https://``, with
+``--tls-cert``/``--tls-key``), and systemd socket activation (``LISTEN_FDS``)
+serves the sockets systemd passes.
 
 A problem at start (a bad setting, a driver that cannot be made) is one line
 ``plugin: cannot start: ...`` on stderr, which the daemon logs, and exit
@@ -21,6 +25,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 from ._driver import Driver
+from ._listen import TLS, read_spec
 from ._serve import configure_logging, serve
 from .settings import Settings, check, choice
 
@@ -87,9 +92,24 @@ def _is_prefix(package: str, module_name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plugin", description=__doc__)
-    where = parser.add_mutually_exclusive_group(required=True)
+    where = parser.add_mutually_exclusive_group()
     where.add_argument("--socket", help="socket file name in /run/docker/plugins")
     where.add_argument("--path", help="full socket path (legacy plugins, tests)")
+    where.add_argument(
+        "--listen", metavar="URL", help="unix:///PATH, tcp://HOST:PORT or https://HOST:PORT"
+    )
+    where.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="listen where this spec file (NAME.spec or NAME.json) tells the daemon to dial",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="https: the plugin's certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="https: its key")
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="https: accept only clients with a certificate signed by this CA",
+    )
     parser.add_argument("--log-level", default=None, help="default: $LOG_LEVEL, else info")
     parser.add_argument("drivers", nargs="+", metavar="module:Class")
     args = parser.parse_args(argv)
@@ -112,7 +132,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:
-        serve(*drivers, socket=args.socket, path=args.path, log_level=args.log_level)
+        listen = args.listen
+        if args.spec:
+            listen = str(read_spec(args.spec))
+        tls = None
+        if args.tls_cert or args.tls_key or args.tls_client_ca:
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            tls = TLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+        serve(
+            *drivers,
+            socket=args.socket,
+            path=args.path,
+            listen=listen,
+            tls=tls,
+            log_level=args.log_level,
+        )
     except (OSError, ValueError) as exc:
         print(f"plugin: cannot serve: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import typing
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -91,9 +92,36 @@ def make_app(*drivers: Driver) -> App:
 
                     calls[path] = stream_handler(path[1:], endpoint, fn)
                     continue
+                request = request_model(fn, endpoint, path[1:])
+                if request is not None:
+                    compile_model(request)
                 timeout = driver.call_timeout(endpoint)
-                calls[path] = _handler(path[1:], endpoint, fn, timeout, threads)
+                calls[path] = _handler(path[1:], endpoint, request, fn, timeout, threads)
     return App(calls)
+
+
+def request_model(fn: Callable[..., Any], endpoint: Endpoint, call: str) -> type[Model] | None:
+    """The model a request to ``fn`` is decoded into: the endpoint's, or
+    the subclass of it that ``fn``'s parameter is annotated with (an
+    author's model adding fields the daemon sends and the SDK does not
+    know yet). TypeError when the annotation names another model."""
+    base = endpoint.request
+    if base is None:
+        return None
+    try:
+        hints = typing.get_type_hints(fn)
+        params = list(inspect.signature(fn).parameters.values())
+    except Exception:  # unresolvable annotations: they are the author's business
+        return base
+    hint = hints.get(params[0].name) if params else None
+    if not (isinstance(hint, type) and issubclass(hint, Model)):
+        return base
+    if not issubclass(hint, base):
+        raise TypeError(
+            f"{call}: the method takes {hint.__name__}, which is not a subclass of "
+            f"{base.__name__} (the model of this call)"
+        )
+    return hint
 
 
 def _fallback_app(paths: list[str]) -> Starlette:
@@ -158,11 +186,11 @@ class _TimedOut(Exception):
 def _handler(
     call: str,
     endpoint: Endpoint,
+    request_type: type[Model] | None,
     fn: Callable[..., Any],
     timeout: float | None,
     threads: ThreadPoolExecutor,
 ) -> Handler:
-    request_type = endpoint.request
     response_type = endpoint.response
     is_async = inspect.iscoroutinefunction(fn)
     inline = not is_async and _runs_inline(fn)

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from ._driver import Driver
+from ._listen import TLS, Listener, activation_sockets, bind_tcp, describe, parse_address
 
 __all__ = ["MAX_SOCKET_NAME", "PLUGIN_DIR", "bind_unix", "configure_logging", "serve"]
 
@@ -128,6 +129,8 @@ def serve(
     *drivers: Driver,
     socket: str | None = None,
     path: str | None = None,
+    listen: str | None = None,
+    tls: TLS | None = None,
     mode: int = 0o660,
     group: str | int | None = None,
     log_level: str | None = None,
@@ -139,6 +142,13 @@ def serve(
     path, for a legacy plugin or a run outside Docker. The socket gets
     ``mode`` and, if given, ``group``; it is removed on exit.
 
+    Outside Docker's plugin manager, ``listen`` is an address as a spec file
+    writes it: ``unix:///path``, ``tcp://host:port``, or ``https://host:port``
+    with ``tls=TLS(cert, key, client_ca)`` (the daemon speaks TLS only to an
+    ``https://`` address). Started by systemd socket activation
+    (``LISTEN_FDS``), the plugin serves the sockets systemd passed instead,
+    with TLS when ``listen`` is ``https://``, and leaves them to systemd.
+
     Unless logging is already configured, logs go to stdout (info) and stderr
     (warnings, errors), where the daemon picks them up; ``log_level``
     defaults to the ``LOG_LEVEL`` environment variable.
@@ -148,7 +158,29 @@ def serve(
     for driver in drivers:
         if not isinstance(driver, Driver):
             raise TypeError(f"{driver!r} is not a driver instance (did you pass the class?)")
-    where = socket_path(socket, path)
+    given = [
+        n for n, v in (("socket", socket), ("path", path), ("listen", listen)) if v is not None
+    ]
+    if len(given) > 1 and listen is not None:
+        raise ValueError(
+            f"serve() takes one of socket=, path= or listen=, not {' and '.join(given)}"
+        )
+    listener = parse_address(listen, "listen") if listen else None
+    if listener is not None and listener.tls and tls is None:
+        raise ValueError(
+            f"{listener} asks for TLS: pass tls=TLS(cert, key) (--tls-cert, --tls-key)"
+        )
+    if tls is not None and not (listener is not None and listener.tls):
+        raise ValueError("tls= needs an https:// address: the daemon speaks TLS only to those")
+    activated = activation_sockets()
+    if not activated and listener is None:
+        if not given:
+            raise ValueError(
+                "serve() needs socket= (the config's interface.socket), path= or listen=, "
+                "unless systemd passes it its sockets (LISTEN_FDS)"
+            )
+        where = socket_path(socket, path)
+        listener = Listener("unix", path=where)
     root = logging.getLogger()
     if not root.handlers:
         configure_logging(log_level)
@@ -158,15 +190,27 @@ def serve(
     # socket does not accept connections within ~9.5 s, and connections made
     # meanwhile wait in the backlog.
     with _StopOnSignal() as stop:
-        sock = bind_unix(where, mode=mode, group=group)
-        ours = _identity(where)
+        owned = None
+        if activated:
+            sockets = activated
+        elif listener is not None and listener.scheme == "unix":
+            sockets = [bind_unix(listener.path, mode=mode, group=group)]
+            owned = (listener.path, _identity(listener.path))
+        else:
+            assert listener is not None
+            sockets = [bind_tcp(listener)]
+        where = ", ".join(describe(sock, tls is not None) for sock in sockets)
+        if activated:
+            where += " (passed by systemd)"
         try:
-            _run(drivers, sock, where, stop)
+            _run(drivers, sockets, where, stop, tls)
         finally:
-            sock.close()
+            for sock in sockets:
+                sock.close()
             with contextlib.suppress(OSError):
-                if _identity(where) == ours:  # never remove a successor's socket
-                    os.unlink(where)
+                # Never remove a successor's socket, nor systemd's.
+                if owned is not None and _identity(owned[0]) == owned[1]:
+                    os.unlink(owned[0])
     log.info("stopped")
 
 
@@ -217,7 +261,11 @@ def _uvicorn() -> Any:
 
 
 def _run(
-    drivers: tuple[Driver, ...], sock: socketlib.socket, where: str, stop: _StopOnSignal
+    drivers: tuple[Driver, ...],
+    sockets: list[socketlib.socket],
+    where: str,
+    stop: _StopOnSignal,
+    tls: TLS | None = None,
 ) -> None:
     uvicorn = _uvicorn()
 
@@ -226,19 +274,36 @@ def _run(
     app = make_app(*drivers)
     names = ", ".join(f"{type(d).__name__} ({d.implements})" for d in drivers)
     log.info("serving %s on %s", names, where)
-    _run_app(uvicorn, app, sock, stop)
+    _run_app(uvicorn, app, sockets, stop, tls)
 
 
-def _run_app(uvicorn: Any, app: Any, sock: socketlib.socket, stop: _StopOnSignal) -> None:
-    """Serve the ASGI ``app`` on the listening ``sock`` until ``stop``."""
-    server = _server(uvicorn, app)
+def _run_app(
+    uvicorn: Any,
+    app: Any,
+    sockets: socketlib.socket | list[socketlib.socket],
+    stop: _StopOnSignal,
+    tls: TLS | None = None,
+) -> None:
+    """Serve the ASGI ``app`` on the listening ``sockets`` until ``stop``."""
+    server = _server(uvicorn, app, tls)
     stop.server = server
     if not stop.signalled:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets if isinstance(sockets, list) else [sockets])
 
 
-def _server(uvicorn: Any, app: Any) -> Any:
-    """The uvicorn server of a plugin, serving ``app``."""
+def _tls_options(tls: TLS | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    import ssl
+
+    options: dict[str, Any] = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+    if tls.client_ca:
+        options.update(ssl_ca_certs=tls.client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _server(uvicorn: Any, app: Any, tls: TLS | None = None) -> Any:
+    """The uvicorn server of a plugin, serving ``app`` (over TLS with ``tls``)."""
     config = uvicorn.Config(
         app,
         http="auto",
@@ -255,6 +320,7 @@ def _server(uvicorn: Any, app: Any) -> Any:
         timeout_keep_alive=65,
         # In-flight calls get 8 s; the daemon sends SIGKILL 10 s after SIGTERM.
         timeout_graceful_shutdown=8,
+        **_tls_options(tls),
     )
     return uvicorn.Server(config)
 

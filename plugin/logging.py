@@ -411,6 +411,8 @@ class LogStream:
         self.bytes = 0
         self.errors = 0
         self.started = time.time()
+        #: Read again after a restart of the plugin (``resume_logging``).
+        self.resumed = False
         #: Set when ``StopLogging`` came: the FIFO is being drained.
         self.stopping = threading.Event()
         self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -504,6 +506,14 @@ class LogStream:
             if broken:
                 continue  # keep the pipe flowing, the container must not block
             buf = buf + chunk if buf else chunk
+            if self.resumed and self.entries == 0:
+                start = _first_frame(buf)
+                if start is None:
+                    buf = buf[-64:]  # a start may straddle two reads
+                    continue
+                if start:
+                    log.warning("%r: skipped %d bytes of an entry cut by the restart", self, start)
+                    buf = buf[start:]
             try:
                 end, count, whole = walk_frames(buf, 0, max_frame)
             except FrameError as exc:
@@ -523,6 +533,20 @@ class LogStream:
                 yield LogBatch(raw, count, whole)
         if buf and not broken:
             log.warning("%r: %d bytes of an incomplete entry at the end, dropped", self, len(buf))
+
+
+_FRAME_START = re.compile(rb"[\x00-\x01][\x00-\xff]{3}\x0a\x06(?:stdout|stderr)\x10", re.S)
+
+
+def _first_frame(buf: bytes) -> int | None:
+    """Where the first entry laid out as the daemon writes it starts, with
+    the frame after it starting right where its length says (or the end)."""
+    for m in _FRAME_START.finditer(buf):
+        p = m.start()
+        q = p + 4 + int.from_bytes(buf[p : p + 4], "big")
+        if q >= len(buf) or _FRAME_START.match(buf, q) or q + 4 > len(buf):
+            return p
+    return None
 
 
 # --- the driver ---------------------------------------------------------------------
@@ -606,26 +630,64 @@ class LogDriver(Driver):
         return CapabilitiesResponse(Capabilities(self.handler_for(_READ_LOGS) is not None))
 
     async def start_logging(self, req: StartLoggingRequest) -> None:
-        self._setup()
+        self._setup(asyncio.get_running_loop())
+        stream = self._new_stream(req)
+        stream._open()  # a missing FIFO fails before the driver sets anything up
+        try:
+            await self._run_hook(self.on_start, stream)
+        except BaseException:
+            stream._close()
+            raise
+        self._begin(stream)
+
+    def resume_logging(self, req: StartLoggingRequest) -> LogStream:
+        """Read a FIFO again after the plugin was restarted.
+
+        The daemon does not know the plugin restarted: it keeps writing into
+        the FIFO of each running container (which blocks the container once
+        the FIFO is full) and sends ``StopLogging`` for it when the container
+        stops. A driver that saved each ``StartLoggingRequest`` (``file`` and
+        ``info``) resumes them when it is made; the reading starts again at
+        the first whole entry (the killed process may have taken part of
+        one). ``on_start`` runs again. PluginError when the FIFO is gone
+        (the container stopped meanwhile). Plain drivers only: ``async``
+        handlers need the event loop, which does not run yet.
+        """
+        self._setup(None)
+        if self._mode == "consume" or self._entry_is_async or inspect.iscoroutinefunction(
+            self.on_start
+        ):
+            raise TypeError(f"{type(self).__name__}: resume_logging needs plain handlers")
+        stream = self._new_stream(req)
+        stream.resumed = True
+        stream._open()
+        try:
+            self.on_start(stream)
+        except BaseException:
+            stream._close()
+            raise
+        self._begin(stream)
+        return stream
+
+    def _new_stream(self, req: StartLoggingRequest) -> LogStream:
         if not req.file:
             raise PluginError("StartLogging needs the FIFO's path (File)")
         if req.file in self._streams:
             raise PluginError(f"already logging from {req.file}")
-        stream = LogStream(req.file, req.info)
-        await self._run_hook(self.on_start, stream)
-        stream._open()
+        return LogStream(req.file, req.info)
+
+    def _begin(self, stream: LogStream) -> None:
         if self._mode == "consume":
             stream._queue = asyncio.Queue(maxsize=4)
-            task = asyncio.get_running_loop().create_task(self._consume(stream))
-            self._tasks[req.file] = task
-        self._streams[req.file] = stream
+            self._tasks[stream.file] = self._loop.create_task(self._consume(stream))
+        self._streams[stream.file] = stream
         thread = threading.Thread(
-            target=self._read, args=(stream,), name=f"log {req.file[-12:]}", daemon=True
+            target=self._read, args=(stream,), name=f"log {stream.file[-12:]}", daemon=True
         )
         thread.start()
 
     async def stop_logging(self, req: StopLoggingRequest) -> None:
-        self._setup()
+        self._setup(asyncio.get_running_loop())
         stream = self._streams.get(req.file)
         if stream is None:
             return  # never started here (e.g. before a restart of the plugin): nothing to do
@@ -650,7 +712,9 @@ class LogDriver(Driver):
     _entry_is_async: bool
     _loop: asyncio.AbstractEventLoop
 
-    def _setup(self) -> None:
+    def _setup(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is not None and getattr(self, "_loop", None) is None:
+            self._loop = loop
         if getattr(self, "_streams", None) is not None:
             return
         cls = type(self)
@@ -665,7 +729,7 @@ class LogDriver(Driver):
         else:
             raise TypeError(f"{cls.__name__} implements none of on_entry, on_batch, consume")
         self._entry_is_async = inspect.iscoroutinefunction(cls.on_entry)
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop  # type: ignore[assignment]
         self._streams = {}
         self._tasks = {}
 

@@ -29,7 +29,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["LOG_LEVEL", "Args", "Device", "Env", "Mount", "Requirements", "requirements"]
+__all__ = [
+    "LOG_LEVEL",
+    "PROPAGATED_MOUNT_ENV",
+    "Args",
+    "Device",
+    "Env",
+    "Mount",
+    "Requirements",
+    "propagated_mount_path",
+    "requirements",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,19 @@ class Mount:
     type: str = "bind"
     options: tuple[str, ...] = ("rbind",)
     settable: bool = True
+
+    @property
+    def host_env(self) -> str:
+        """The variable that names this mount's directory when the plugin
+        runs as a host service: ``PLUGIN_MOUNT_<NAME>``."""
+        return "PLUGIN_MOUNT_" + "".join(c if c.isalnum() else "_" for c in self.name).upper()
+
+    def path(self) -> str:
+        """Where the plugin finds this mount: ``destination`` in a managed
+        plugin. A plugin run as a host service (outside Docker's plugin
+        manager) has no mounts: there ``PLUGIN_MOUNT_<NAME>``, which its
+        service unit sets, names the host directory itself."""
+        return os.environ.get(self.host_env, self.destination)
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,19 @@ class Args:
     value: tuple[str, ...] = ()
     description: str = ""
     settable: bool = True
+
+
+#: Names the propagated mount's directory when the plugin runs as a host
+#: service (see ``propagated_mount_path``).
+PROPAGATED_MOUNT_ENV = "PLUGIN_PROPAGATED_MOUNT"
+
+
+def propagated_mount_path(declared: str) -> str:
+    """Where the plugin makes the mounts Docker must see: its declared
+    ``propagated_mount`` in a managed plugin; as a host service, the host
+    directory ``PLUGIN_PROPAGATED_MOUNT`` names (set by its service unit),
+    since the daemon then takes the paths a driver answers as they are."""
+    return os.environ.get(PROPAGATED_MOUNT_ENV, declared)
 
 
 LOG_LEVEL = Env(

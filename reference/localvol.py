@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugin import Mount, PluginError
+from plugin.manifest import propagated_mount_path
 from plugin.volume import (
     CreateRequest,
     GetRequest,
@@ -166,8 +167,9 @@ class LocalVolumes(VolumeDriver):
     def __init__(
         self, data_dir: str | None = None, mount_dir: str | None = None, *, bind: bool = True
     ) -> None:
-        self.data_dir = os.fspath(data_dir or DATA.destination)
-        self.mount_dir = os.fspath(mount_dir or self.propagated_mount or "/mnt/volumes")
+        # As a host service, the unit names the host directories instead.
+        self.data_dir = os.fspath(data_dir or DATA.path())
+        self.mount_dir = os.fspath(mount_dir or propagated_mount_path(self.propagated_mount))
         self.bind = bind
         self.state_file = os.path.join(self.data_dir, "state.json")
         self._volumes_dir = os.path.join(self.data_dir, _VOLUMES)

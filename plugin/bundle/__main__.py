@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._errors import BundleError, ConfigError
+from ._platform import DEFAULT_TAG_ARCH, arch_output, get_arch, tag_arch
 from ._project import Project, load_project, normalize_name
 
 USAGE = """\
@@ -34,9 +35,13 @@ commands:
   set        docker plugin set KEY=VALUE ... (the plugin must be disabled)
   rm         docker plugin rm
   inspect    print docker plugin inspect as JSON
-  push       docker plugin push to the registry the name points at
+  push       docker plugin push to the registry the name points at; with TAGs,
+             publish each tag from the bundle of its architecture (create,
+             push, remove): push 1.0-amd64 1.0-arm64 1.0 latest
   install    docker plugin install REF [KEY=VALUE ...] (pull, set, enable)
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
+  service    systemd units and a spec file to run the plugin as a host service
+             (outside Docker's plugin manager): socket activation, TCP, TLS
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
@@ -70,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default="plugin.toml", help="project config (plugin.toml)")
     parser.add_argument("--name", help="plugin name[:tag] (default: plugin.name of the project)")
     parser.add_argument("--bundle", help="bundle directory (default: the project's output)")
+    parser.add_argument(
+        "--arch",
+        help="build for this architecture (amd64, arm64) into the project's output-ARCH "
+        "directory (default: the daemon's, into output); push: the architecture of tags "
+        "that name none",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("plugin", help="build, create --replace and enable")
     p.add_argument("--timeout", type=int, default=30)
@@ -92,13 +103,44 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rm", help="remove the plugin")
     p.add_argument("--force", action="store_true")
     sub.add_parser("inspect", help="show the plugin")
-    sub.add_parser("push", help="push the plugin to its registry")
+    p = sub.add_parser("push", help="push the plugin, or publish TAGs from the bundles")
+    p.add_argument(
+        "tags",
+        nargs="*",
+        metavar="TAG",
+        help="publish the bundles under these tags of the repository (--name without a tag)",
+    )
+    p.add_argument(
+        "--bundle",
+        action="append",
+        dest="bundles",
+        metavar="DIR",
+        help="a bundle to publish from (repeat; default: the project's output and output-ARCH)",
+    )
     p = sub.add_parser("install", help="install a plugin from a registry")
     p.add_argument("remote", metavar="REF")
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--alias", help="local name (default: REF)")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
     p.add_argument("--disable", action="store_true", help="do not enable it")
+    p = sub.add_parser(
+        "service", help="systemd units and a spec file: the plugin as a host service"
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write them (default: PROJECT/service)")
+    p.add_argument(
+        "--listen",
+        metavar="URL",
+        help="tcp://HOST:PORT or https://HOST:PORT (default: the unix socket "
+        "/run/docker/plugins/NAME.sock)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="https: the plugin's certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="https: its key")
+    p.add_argument("--tls-ca", metavar="PEM", help="https: the CA that signed it")
+    p.add_argument(
+        "--daemon-cert", metavar="PEM", help="https: the daemon's client certificate (required)"
+    )
+    p.add_argument("--daemon-key", metavar="PEM", help="https: its key")
+    p.add_argument("--python", help="the interpreter that runs it (default: this one)")
     p = sub.add_parser("upgrade", help="upgrade the plugin to another reference")
     p.add_argument("remote", metavar="REF")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
@@ -172,11 +214,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         nonlocal project
         if project is None:
             project = load_project(args.project)
+            if args.arch:  # its own image tag, and output-ARCH unless --bundle
+                arch = get_arch(args.arch).name
+                project = dataclasses.replace(
+                    project, arch=arch, output=arch_output(project.output, arch)
+                )
             if args.bundle:  # build into (and create from) the given directory
                 project = dataclasses.replace(project, output=str(Path(args.bundle).resolve()))
         return project
 
     name = normalize_name(args.name) if args.name else None
+    if args.arch:
+        get_arch(args.arch)  # a misspelt one is reported before anything is done
 
     def plugin_name() -> str:
         return name or get_project().name
@@ -190,6 +239,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._engine import docker_client
 
         client = docker_client()
+        if cmd == "plugin" and args.arch:
+            from ._platform import daemon_arch
+
+            here = daemon_arch(client)
+            if get_arch(args.arch).name != here:
+                raise BundleError(
+                    f"plugin --arch {args.arch}: this daemon runs linux/{here}, so the plugin "
+                    f"could not be enabled here; build it (--arch {args.arch} build) and "
+                    "publish it (push TAG...)"
+                )
         start = time.monotonic()
         result = build_bundle(get_project(), client, console.step, console.line)
         console.line(
@@ -252,6 +311,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             )
             console.line(f"{local} installed{'' if args.disable else ' and enabled'}")
         return 0
+    if cmd == "service":
+        service_project = get_project()
+        if name:  # --name: the service's (the driver's) name
+            service_project = dataclasses.replace(service_project, name=name)
+        return _service(args, service_project, console)
+    if cmd == "push" and args.tags:
+        return _publish(args, get_project, console)
     target = plugin_name()  # a bad plugin.toml is reported before the daemon is reached
     engine = _engine(console)
     if cmd in ("push", "upgrade"):
@@ -259,7 +325,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
         with console.step(f"{cmd} {target}"):
             if cmd == "push":
-                push(engine, target)
+                platform = f"linux/{tag_arch(target.rsplit(':', 1)[1]) or plain_arch(args)}"
+                digest, size = push(engine, target, platform=platform)
+                console.line(f"{target} ({platform}): {digest}, {size / 1e6:.1f} MB of layers")
             else:
                 upgrade(engine, target, args.remote, grant=args.grant)
         return 0
@@ -297,6 +365,73 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if info is None:
             raise BundleError(f"inspect {target}: no such plugin")
         print(json.dumps(info, indent=2), flush=True)
+    return 0
+
+
+def plain_arch(args: argparse.Namespace) -> str:
+    """The architecture of a tag that names none: --arch, else amd64."""
+    return get_arch(args.arch).name if args.arch else DEFAULT_TAG_ARCH
+
+
+def _publish(args: argparse.Namespace, project: Callable[[], Project], console: Console) -> int:
+    """``push TAG...``: each tag from the bundle of its architecture."""
+    from ._registry import default_bundles, publish
+
+    repository = args.name or project().name.rsplit(":", 1)[0]
+    if args.bundles:
+        bundles = [Path(b) for b in args.bundles]
+    elif args.bundle:
+        bundles = [Path(args.bundle)]
+    else:
+        bundles = default_bundles(load_project(args.project).bundle_dir)
+    engine = _engine(console)
+    with console.step(f"push {repository}: {' '.join(args.tags)}"):
+        pushed = publish(engine, repository, args.tags, bundles, plain_arch(args))
+    for item in pushed:
+        print(
+            f"{item.name}\t{item.platform}\t{item.digest}\t{item.size / 1e6:.1f} MB",
+            file=console.out,
+            flush=True,
+        )
+    return 0
+
+
+def _service(args: argparse.Namespace, project: Project, console: Console) -> int:
+    """``service``: the files that run the plugin as a host service."""
+    from ..manifest import requirements
+    from ._rootfs import load_drivers
+    from ._service import ServiceTLS, service_files
+
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise BundleError("--tls-cert, --tls-key and --tls-ca go together")
+        tls = ServiceTLS(
+            str(Path(args.tls_cert).resolve()),
+            str(Path(args.tls_key).resolve()),
+            str(Path(args.tls_ca).resolve()),
+            str(Path(args.daemon_cert).resolve()) if args.daemon_cert else None,
+            str(Path(args.daemon_key).resolve()) if args.daemon_key else None,
+        )
+    try:
+        reqs = requirements(load_drivers(project))
+    except ValueError as exc:
+        raise BundleError(f"plugin.drivers: {exc}") from None
+    files = service_files(project, reqs, listen=args.listen, tls=tls, python=args.python)
+    out = Path(args.out) if args.out else project.root / "service"
+    out.mkdir(parents=True, exist_ok=True)
+    with console.step(f"host service files in {out}"):
+        for name, text in files.items():
+            (out / name).write_text(text)
+            console.line(str(out / name))
+    units = " ".join(n for n in files if n.endswith((".socket", ".service")))
+    spec = [n for n in files if n.endswith((".spec", ".json"))]
+    steps = [f"cp {units} /etc/systemd/system/"]
+    if spec:
+        steps.append(f"cp {spec[0]} /etc/docker/plugins/")
+    name = next(n for n in files if n.endswith(".socket"))
+    steps += ["systemctl daemon-reload", f"systemctl enable --now {name}"]
+    print(f"\nTo install (as root, in {out}):\n  " + "\n  ".join(steps), file=console.out)
     return 0
 
 

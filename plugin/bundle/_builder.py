@@ -22,7 +22,16 @@ from ._config import (
     template_context,
     write_json,
 )
-from ._errors import BuildError, ConfigError
+from ._errors import BuildError, BundleError, ConfigError
+from ._foreign import ensure_emulation, foreign_base_image
+from ._platform import (
+    check_platform,
+    daemon_arch,
+    record_platform,
+    recorded_platform,
+    rootfs_arch,
+    target_arch,
+)
 from ._project import Project
 from ._rootfs import (
     build_image,
@@ -73,6 +82,7 @@ def render_bundle_config(
     reqs = _requirements(load_drivers(project))
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
     config = render_config(project.root / "config.json.j2", context)
+    record_platform(config, rootfs, image_attrs)
     warnings = check_config(config, rootfs)
     return config, warnings
 
@@ -84,9 +94,16 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         drivers = load_drivers(project)
         reqs = _requirements(drivers)
         report(", ".join(f"{d.__name__} ({d.capability})" for d in drivers))
+    arch = target_arch(client, project)
     with step("base image"), docker_errors("base image"):
-        base = ensure_base_image(client, project, report)
-        report(base)
+        if arch.name != daemon_arch(client):
+            report(ensure_emulation(arch, report))
+            base = foreign_base_image(
+                client, project.base_image, project.fallback_base_image, arch, report
+            )
+        else:
+            base = ensure_base_image(client, project, report)
+        report(f"{base} ({arch.platform})")
     with step("wheelhouse"), docker_errors("wheelhouse"):
         wheels = wheelhouse(client, project, base, report)
     with step("docker build"), docker_errors("docker build"):
@@ -143,6 +160,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         write_json(stamp_file, stamp)
     with step("render config.json"):
         config, warnings = render_bundle_config(project, attrs, rootfs)
+        check_platform(rootfs, config, arch.name)
         write_json(bundle / "config.json", config)
         for warning in warnings:
             report(f"warning: {warning}")
@@ -254,4 +272,17 @@ def validate_bundle(bundle: Path) -> list[str]:
     """Check ``bundle``/config.json against ``bundle``/rootfs; ConfigError
     naming every problem, else the warnings."""
     path = bundle / "config.json"
-    return check_config(read_config(path), bundle / "rootfs", str(path))
+    config = read_config(path)
+    warnings = check_config(config, bundle / "rootfs", str(path))
+    recorded = recorded_platform(config)
+    if recorded is not None:
+        try:
+            found = f"linux/{rootfs_arch(bundle / 'rootfs', config.get('entrypoint') or [])}"
+        except BundleError:
+            found = recorded  # no entrypoint to read: check_config has said so
+        if found != recorded:
+            raise ConfigError(
+                f"{path}: env PLUGIN_PLATFORM says {recorded} but the rootfs is for {found} "
+                "(rebuild the bundle)"
+            )
+    return warnings

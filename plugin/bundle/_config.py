@@ -644,11 +644,25 @@ def _privileges(c: Mapping[str, Any], declared: Requirements | None) -> list[Pro
         )
     types = [t for t in (c.get("interface") or {}).get("types") or [] if isinstance(t, str)]
     network = (c.get("network") or {}).get("type")
+    # A network driver needs the host's network (its interfaces are moved
+    # from there into containers); the other types only to reach a service.
     if network == "host" and types and all(t.startswith("docker.volumedriver/") for t in types):
         warn(
             "network.type",
             "'host' gives a volume plugin the host's network; it needs it only to reach "
             'remote storage (otherwise use "")',
+        )
+    elif network == "host" and types and all(t.startswith("docker.ipamdriver/") for t in types):
+        warn(
+            "network.type",
+            "'host' gives an IPAM plugin the host's network; it hands out addresses and "
+            'needs it only to reach a remote address service (otherwise use "")',
+        )
+    if network != "host" and "docker.networkdriver/1.0" in types:
+        warn(
+            "network.type",
+            f'is {network or ""!r}: a network plugin needs "host", since the daemon moves '
+            "the interfaces it makes from the host's namespace into containers",
         )
     for key, what in (("pidhost", "process"), ("ipchost", "IPC")):
         if c.get(key) is True:

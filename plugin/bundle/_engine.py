@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ._errors import EngineError
+from ._errors import BundleError, EngineError
+from ._platform import arch_of_platform, arch_tag, recorded_platform, rootfs_arch
 from ._project import normalize_name
 
 __all__ = ["Dropped", "Engine", "docker_client", "host_settings"]
@@ -74,6 +75,7 @@ class Engine:
     def __init__(self, client: Any = None, report: Report | None = None) -> None:
         self.client = client if client is not None else docker_client()
         self.report: Report = report or (lambda line: None)
+        self._daemon_platform: str | None = None
 
     @property
     def api(self) -> Any:
@@ -167,6 +169,7 @@ class Engine:
         if info.get("Enabled"):
             self.report(f"{name} is already enabled")
             return
+        self.check_platform(name, info)
         self.ensure_mount_sources(info)
         try:
             with _engine_call(f"enable {name}"):
@@ -212,6 +215,62 @@ class Engine:
                 "anyway and leaves them without their driver"
             ) from None
         return True
+
+    def daemon_platform(self) -> str:
+        """``linux/amd64``: what the daemon runs."""
+        if self._daemon_platform is None:
+            with _engine_call("version"):
+                version = self.api.version()
+            self._daemon_platform = f"{version.get('Os', 'linux')}/{version.get('Arch', '')}"
+        return self._daemon_platform
+
+    def plugin_platform(self, info: Mapping[str, Any]) -> str | None:
+        """The platform a plugin's rootfs is for: as the builder recorded it
+        in its config, else read from its rootfs when the daemon is local;
+        None when it cannot be told."""
+        config = info.get("Config") or {}
+        recorded = recorded_platform(config)
+        if recorded is not None or not _local_daemon(self.api):
+            return recorded
+        try:
+            with _engine_call("info"):
+                root = self.api.info().get("DockerRootDir") or "/var/lib/docker"
+            rootfs = Path(root) / "plugins" / str(info["Id"]) / "rootfs"
+            return f"linux/{rootfs_arch(rootfs, config.get('Entrypoint') or [])}"
+        except (BundleError, OSError, KeyError):
+            return None
+
+    def layer_bytes(self, info: Mapping[str, Any]) -> int | None:
+        """The compressed size of a plugin's layers (what a push sends), from
+        the daemon's content store when the daemon is local; else None."""
+        if not _local_daemon(self.api):
+            return None
+        try:
+            with _engine_call("info"):
+                root = Path(self.api.info().get("DockerRootDir") or "/var/lib/docker") / "plugins"
+            state = json.loads((root / str(info["Id"]) / "config.json").read_text())
+            return sum(
+                (root / "storage/blobs" / str(blob).replace(":", "/", 1)).stat().st_size
+                for blob in state.get("Blobsums") or []
+            )
+        except (BundleError, OSError, KeyError, ValueError, AttributeError):
+            return None
+
+    def check_platform(self, name: str, info: Mapping[str, Any]) -> None:
+        """EngineError, before the daemon is asked, when the plugin's rootfs
+        is for another platform than the daemon's: it could not start, and
+        the daemon would report only that its socket is missing."""
+        platform = self.plugin_platform(info)
+        daemon = self.daemon_platform()
+        if platform is None or platform == daemon:
+            return
+        arch = arch_of_platform(daemon)
+        raise EngineError(
+            f"enable {name}: refused: the plugin is built for {platform} and this daemon runs "
+            f"{daemon} (a plugin of another architecture fails to start, and the daemon reports "
+            f'only "dial unix ...: no such file or directory"); install the tag built for '
+            f"{arch}: {arch_tag(str(info.get('PluginReference') or name), arch)}"
+        )
 
     def ensure_mount_sources(self, info: Mapping[str, Any]) -> None:
         """Create missing bind-mount sources when the daemon runs on this host:

@@ -58,6 +58,9 @@ class Project:
     slim: bool = False
     #: Glob patterns of files of the image the slim rootfs keeps as they are.
     keep: tuple[str, ...] = ()
+    #: The architecture to build for (``--arch``; not in plugin.toml), from
+    #: an image tagged ``...:build-<arch>``; None is the daemon's own.
+    arch: str | None = None
 
     @property
     def bundle_dir(self) -> Path:
@@ -67,7 +70,7 @@ class Project:
     def image_tag(self) -> str:
         """The local tag of the image the rootfs is exported from."""
         repo = self.name.rsplit(":", 1)[0] if ":" in self.name.rsplit("/", 1)[-1] else self.name
-        return f"{repo}-rootfs:build"
+        return f"{repo}-rootfs:build" + (f"-{self.arch}" if self.arch else "")
 
 
 _KNOWN = {

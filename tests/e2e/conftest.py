@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from .private_daemon import PrivateDaemon, private_daemon  # noqa: F401 (a session fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "docker-plugin-kit/busybox:latest"
 

@@ -330,7 +330,8 @@ def test_docker_stop_returns_when_the_disk_hangs(filelog: Instance) -> None:
         time.sleep(1)  # it logs meanwhile
         start = time.monotonic()
         docker("stop", "-t", "1", looping, timeout=60)
-        assert time.monotonic() - start < 15
+        # 1 s of grace, then at most filelog's 5 s for its last lines.
+        assert time.monotonic() - start < 10
     finally:
         pause.unlink()
     cid = docker("inspect", "-f", "{{.Id}}", quick).stdout.strip()
@@ -350,19 +351,114 @@ def test_docker_stop_returns_when_the_disk_hangs(filelog: Instance) -> None:
     assert numbers[0] == 1
 
 
+HOSTILE = [b"", b"{", b"[]", b"null", b'{"File": 1}', b'{"File": "/etc/passwd"}', b"\xff" * 8]
+
+
+def test_hostile_bodies_on_every_endpoint_answer_json(filelog: Instance) -> None:
+    """On the plugin's own socket, as the daemon would send them."""
+    from tests.unit.test_fuzz import _http, raw_exchange
+
+    path = f"/run/docker/plugins/{filelog.id}/filelog.sock"
+    answers = {}
+    for call in ("StartLogging", "StopLogging", "Capabilities", "ReadLogs", "Nope"):
+        for body in HOSTILE:
+            answer = raw_exchange(path, _http(f"/LogDriver.{call}", body), wait=5)
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            status = int(head.split()[1])
+            if status != 200:
+                err = json.loads(payload)["Err"]
+                assert isinstance(err, str) and err, (call, body, payload)
+                assert "Traceback" not in err and "/opt/plugin" not in err, err
+            answers[call, body] = status, payload
+    assert answers["Capabilities", b""] == (200, b'{"Cap":{"ReadLogs":true}}')
+    assert answers["StartLogging", b'{"File": "/etc/passwd"}'] == (
+        500,
+        b'{"Err":"cannot log to /etc/passwd: not a FIFO"}',
+    )
+    assert answers["StopLogging", b"{"][0] == 400
+    assert answers["Nope", b""][0] == 404
+    assert answers["ReadLogs", b'{"File": 1}'] == (
+        500,
+        b'{"Err":"invalid container ID \'\': expected 64 hexadecimal digits"}',
+    )
+
+
 def test_the_plugin_killed_mid_stream_keeps_what_it_was_handed(filelog: Instance) -> None:
-    container = filelog.run(TEST_IMAGE, "sh", "-c", "seq 1 20000; sleep 600")
+    """Killed (SIGKILL) while a container logs: what it had stored is kept,
+    and the restarted plugin reads the container's FIFO again, so what the
+    container prints afterwards is logged too, each line once."""
+    script = (
+        "seq 1 20000; while [ ! -e /tmp/more ]; do sleep 0.05; done; seq 20001 30000; sleep 600"
+    )
+    container = filelog.run(TEST_IMAGE, "sh", "-c", script)
     wait_for("20000 lines", lambda: len(logs(container)[0]) == 20_000, 60)
     pid = filelog.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_for("the plugin to restart", lambda: filelog.pid() not in (None, pid), 60)
     assert logs(container)[0] == [str(i) for i in range(1, 20_001)]
+    docker("exec", container, "touch", "/tmp/more")
+    wait_for("30000 lines", lambda: len(logs(container)[0]) >= 30_000, 60)
+    assert logs(container)[0] == [str(i) for i in range(1, 30_001)]
+    start = time.monotonic()
     docker("rm", "-f", container)
+    assert time.monotonic() - start < 10
     # New containers log as before.
     after = filelog.run(TEST_IMAGE, "seq", "1", "5")
     docker("wait", after)
     assert logs(after)[0] == ["1", "2", "3", "4", "5"]
+
+
+REGISTRY = "localhost:5000"
+
+
+def test_upgrade_keeps_the_logs_and_docker_logs_works(filelog_bundle: Path) -> None:
+    """Disable is not refused as "in use" once the containers stopped (even
+    after docker logs made the daemon start a logger for them), and after an
+    upgrade docker logs reads what the old version stored, without a daemon
+    restart."""
+    from plugin.bundle._engine import Engine
+    from plugin.bundle._registry import install, push, upgrade
+
+    try:
+        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5)
+    except OSError as exc:
+        pytest.fail(f"no registry on {REGISTRY} ({exc}): run scripts/setup")
+    tag = uuid.uuid4().hex[:8]
+    repo = f"{REGISTRY}/dpk-e2e-{tag}/filelog"
+    v1, v2 = f"{repo}:1", f"{repo}:2"
+    data = Path(f"/var/tmp/dpk-e2e-filelog-up-{tag}")
+    engine = Engine(report=lambda line: None)
+    containers: list[str] = []
+
+    def run(*args: str) -> str:
+        name = f"dpk-e2e-log-{uuid.uuid4().hex[:10]}"
+        containers.append(name)
+        docker("run", "--name", name, "--network", "none", "--log-driver", v1, *args)
+        return name
+
+    try:
+        for ref in (v1, v2):
+            engine.create(ref, filelog_bundle)
+            push(engine, ref)
+            engine.remove(ref, force=True)
+        install(engine, v1, grant=True, settings=[f"logs.source={data}"])
+        old = run(TEST_IMAGE, "seq", "1", "100")
+        assert logs(old)[0] == [str(i) for i in range(1, 101)]
+        assert logs(old, "--tail", "1")[0] == ["100"]
+        assert docker("plugin", "disable", v1, check=False).returncode == 0
+        upgrade(engine, v1, v2, grant=True)
+        info = json.loads(docker("plugin", "inspect", v1).stdout)[0]
+        assert (info["Enabled"], info["PluginReference"]) == (True, v2)
+        assert logs(old)[0] == [str(i) for i in range(1, 101)]
+        new = run(TEST_IMAGE, "seq", "101", "110")
+        assert logs(new)[0] == [str(i) for i in range(101, 111)]
+    finally:
+        for name in containers:
+            docker("rm", "-f", name, check=False)
+        for ref in (v1, v2):
+            docker("plugin", "rm", "-f", ref, check=False)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 # --- metricsexport ----------------------------------------------------------------------

@@ -39,6 +39,8 @@ class FakeAPI:
 
     def __init__(self) -> None:
         self.base_url = "http+docker://localhost"
+        self.arch = "amd64"
+        self.root_dir = "/nonexistent-docker-root"
         self.plugins: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
@@ -101,6 +103,12 @@ class FakeAPI:
         return self.plugins[name]
 
     # -- what Engine calls
+    def version(self) -> dict[str, Any]:
+        return {"Os": "linux", "Arch": self.arch, "ApiVersion": "1.41"}
+
+    def info(self) -> dict[str, Any]:
+        return {"DockerRootDir": self.root_dir}
+
     def _url(self, path: str, *args: str) -> str:
         return "http+docker://localhost/v1.45" + path.format(*args)
 
@@ -238,6 +246,9 @@ class FakeClient:
     def __init__(self) -> None:
         self.api = FakeAPI()
         self.images = FakeImages()
+
+    def version(self) -> dict[str, Any]:
+        return self.api.version()
 
 
 @pytest.fixture

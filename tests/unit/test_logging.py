@@ -5,7 +5,9 @@ stream, and the reassembly of long lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +28,7 @@ from plugin.logging import (
     ReadConfig,
     ReadLogsRequest,
     Reassembler,
+    StartLoggingRequest,
     parse_time_ns,
 )
 from plugin.testing import PluginClient
@@ -225,16 +228,29 @@ def test_on_start_refuses_with_the_drivers_message(fifo: Fifo) -> None:
         # Nothing reads the FIFO: StopLogging knows no such stream.
         assert stop(client, fifo) == {}
     assert driver.stopped == []
+    # The FIFO was closed again: this process holds only the test's descriptor.
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir used is gone
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert held.count(fifo.path) == 1
 
 
 def test_a_missing_fifo(tmp_path: Path) -> None:
-    with PluginClient(Collect()) as client:
+    started: list[LogStream] = []
+
+    class Watch(Collect):
+        def on_start(self, stream: LogStream) -> None:
+            started.append(stream)
+
+    with PluginClient(Watch()) as client:
         path = str(tmp_path / "gone")
         reply = client.post("/LogDriver.StartLogging", {"File": path, "Info": INFO})
     assert (reply.status, reply.json) == (
         500,
         {"Err": f"cannot open the log FIFO {path}: No such file or directory"},
     )
+    assert started == []  # the driver set nothing up for it
 
 
 def test_not_a_fifo(tmp_path: Path) -> None:
@@ -607,3 +623,126 @@ def test_read_logs_ends_each_line_with_a_newline() -> None:
         ("stdout", b""),
     ]
     assert got == expected * 2
+
+
+# --- after a restart of the plugin ------------------------------------------------------
+
+
+def test_resume_reads_a_fifo_again_from_its_first_whole_entry(fifo: Fifo) -> None:
+    """The killed plugin may have taken part of an entry: the rest of it is
+    skipped, then every entry the daemon wrote meanwhile is read."""
+    cut = encode_entries(lines(1, start=99))[7:]
+    os.write(fifo.fd, cut)
+    fifo.write(lines(50))
+    driver = Collect()
+    stream = driver.resume_logging(StartLoggingRequest.from_wire({"File": fifo.path, "Info": INFO}))
+    assert stream.resumed and stream.state == "mine"  # on_start ran again
+    fifo.write(lines(50, start=50))
+    with PluginClient(driver) as client:
+        assert stop(client, fifo) == {}
+    assert driver.got == lines(100)
+    assert driver.stopped == [("/web", 100)]
+
+
+def test_resume_of_a_fifo_that_is_gone(tmp_path: Path) -> None:
+    path = str(tmp_path / "gone")
+    with pytest.raises(PluginError) as err:
+        Collect().resume_logging(StartLoggingRequest.from_wire({"File": path, "Info": INFO}))
+    assert str(err.value) == f"cannot open the log FIFO {path}: No such file or directory"
+
+
+def test_resume_needs_plain_handlers(fifo: Fifo) -> None:
+    class Async(LogDriver):
+        async def on_entry(self, stream: LogStream, entry: LogEntry) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"^Async: resume_logging needs plain handlers$"):
+        Async().resume_logging(StartLoggingRequest.from_wire({"File": fifo.path, "Info": INFO}))
+
+
+def test_first_frame() -> None:
+    from plugin.logging import _first_frame
+
+    whole = encode_entries(lines(3))
+    assert _first_frame(whole) == 0
+    assert _first_frame(whole[5:]) == len(encode_entries(lines(1))) - 5
+    assert _first_frame(b"\x00\x00\x00\x05garbage") is None
+
+
+# --- over a real socket ----------------------------------------------------------------
+
+
+class Streaming(LogDriver):
+    """For ``python -m plugin``: ReadLogs yields one entry, then waits for
+    the file $STREAM_GO before the second: a chunked answer whose first
+    entry must reach the reader alone."""
+
+    def on_entry(self, stream: LogStream, entry: LogEntry) -> None:
+        pass
+
+    def read_logs(self, req: ReadLogsRequest) -> Iterator[LogEntry | None]:
+        yield LogEntry("stdout", 1, b"first")
+        go = Path(os.environ["STREAM_GO"])
+        while not go.exists():
+            time.sleep(0.01)
+            yield None
+        yield LogEntry("stderr", 2, b"second")
+
+
+def test_read_logs_is_chunked_and_flushed_on_the_socket(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    sock_dir = tempfile.mkdtemp(prefix="dpk-", dir="/tmp")  # AF_UNIX paths are short
+    path = os.path.join(sock_dir, "s.sock")
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "STREAM_GO": str(go), "LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plugin", "--path", path, f"{__name__}:Streaming"], cwd=root, env=env
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(path):
+            assert proc.poll() is None and time.monotonic() < deadline, "the plugin did not listen"
+            time.sleep(0.02)
+        body = b'{"Info": {"ContainerID": "c"}, "Config": {"Follow": true, "Tail": -1}}\n'
+        request = (
+            b"POST /LogDriver.ReadLogs HTTP/1.1\r\nHost: plugin.moby.localhost\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(path)
+            conn.sendall(request)
+            received = b""
+            first = encode_entries([LogEntry("stdout", 1, b"first\n")])
+            while first not in received:
+                chunk = conn.recv(65536)
+                assert chunk, f"closed early: {received!r}"
+                received += chunk
+            head = received.split(b"\r\n\r\n", 1)[0].lower()
+            assert head.startswith(b"http/1.1 200 ") and b"transfer-encoding: chunked" in head
+            go.touch()  # only now does the second entry exist
+            while not received.endswith(b"0\r\n\r\n"):
+                chunk = conn.recv(65536)
+                assert chunk, f"closed early: {received!r}"
+                received += chunk
+        payload, rest = b"", received.split(b"\r\n\r\n", 1)[1]
+        while True:  # the chunked body
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            payload, rest = payload + rest[:n], rest[n + 2 :]
+        assert decode_frames(payload)[0] == [
+            LogEntry("stdout", 1, b"first\n"),
+            LogEntry("stderr", 2, b"second\n"),
+        ]
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(sock_dir, ignore_errors=True)

@@ -26,7 +26,9 @@ from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
+from plugin.ipam import IpamDriver
 from plugin.manifest import requirements
+from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
 from reference.localvol import LocalVolumes
 from tests.unit.test_bundle_config import IMAGE_ATTRS, good, make_rootfs, with_
@@ -96,6 +98,59 @@ def test_host_network_for_a_volume_plugin_only() -> None:
         interface = {"types": types, "socket": "t.sock"}
         assert warnings(with_(network={"type": "host"}, interface=interface)) == []
     assert warnings(with_(network={"type": ""})) == []
+
+
+IPAM_HOST_NETWORK = (
+    "network.type: 'host' gives an IPAM plugin the host's network; it hands out addresses and "
+    'needs it only to reach a remote address service (otherwise use "")'
+)
+
+
+def network_plugin(network: str, *types: str, caps: list[str] | None = None) -> dict[str, Any]:
+    config = with_(network={"type": network}, interface={"types": list(types), "socket": "n.sock"})
+    config["linux"]["capabilities"] = caps or []
+    return config
+
+
+def test_a_network_plugin_legitimately_has_the_host_network_and_net_admin() -> None:
+    class Bridges(NetworkDriver):
+        network = "host"
+        linux_capabilities = ("CAP_NET_ADMIN",)
+
+    declared = requirements([Bridges])
+    net = "docker.networkdriver/1.0"
+    config = network_plugin("host", net, caps=["CAP_NET_ADMIN"])
+    assert warnings(config, declared=declared) == []
+    # Serving IPAM next to it changes nothing.
+    both = network_plugin("host", net, "docker.ipamdriver/1.0", caps=["CAP_NET_ADMIN"])
+    assert warnings(both, declared=declared) == []
+
+
+def test_an_ipam_plugin_needs_no_host_network() -> None:
+    assert warnings(network_plugin("host", "docker.ipamdriver/1.0")) == [IPAM_HOST_NETWORK]
+    assert warnings(network_plugin("", "docker.ipamdriver/1.0")) == []
+
+
+def test_a_network_plugin_without_the_host_network_is_told_why_it_needs_it() -> None:
+    expected = (
+        "network.type: is '': a network plugin needs \"host\", since the daemon moves the "
+        "interfaces it makes from the host's namespace into containers"
+    )
+    assert warnings(network_plugin("", "docker.networkdriver/1.0")) == [expected]
+    assert warnings(network_plugin("none", "docker.networkdriver/1.0")) == [
+        expected.replace("is ''", "is 'none'")
+    ]
+
+
+def test_net_admin_for_a_plugin_whose_drivers_do_not_declare_it() -> None:
+    class Addresses(IpamDriver):
+        pass
+
+    config = network_plugin("", "docker.ipamdriver/1.0", caps=["CAP_NET_ADMIN"])
+    assert warnings(config, declared=requirements([Addresses])) == [
+        "linux.capabilities[0]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare none)"
+    ]
 
 
 def test_host_namespaces() -> None:

@@ -28,26 +28,33 @@ joined before they are stored (up to ``MAX_LINE``, 1 MiB; a longer line is
 stored in pieces of that size). The counters of each container
 (``received``, ``written``, ``dropped``) are in ``<container>/counters.json``
 and in the plugin's log when its stream stops.
+
+The FIFOs being read are listed in ``streams.json``: a restarted plugin
+(killed, or restarted by the daemon) reads them again, since the daemon,
+which knows nothing of the restart, goes on writing into them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from plugin import Mount, PluginError, settings
 from plugin.logging import (
+    Info,
     LogBatch,
     LogDriver,
     LogEntry,
     LogStream,
     ReadLogsRequest,
     Reassembler,
+    StartLoggingRequest,
 )
 
 from .options import Options
@@ -107,6 +114,7 @@ class FileLogs(LogDriver):
         )
         self._logs: dict[str, ContainerLog] = {}
         self._lock = threading.Lock()
+        self._resume()
 
     def _log(self, container_id: str, create: bool) -> ContainerLog | None:
         if not _CONTAINER_ID.fullmatch(container_id):
@@ -126,6 +134,55 @@ class FileLogs(LogDriver):
                 self._logs[container_id] = found
             return found
 
+    # --- the streams of running containers, across a restart of the plugin -----------
+
+    @property
+    def _streams_file(self) -> Path:
+        return self.root / "streams.json"
+
+    def _saved_streams(self) -> dict[str, Any]:
+        try:
+            saved = json.loads(self._streams_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("%s: unreadable, streams not resumed: %s", self._streams_file, exc)
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _save_streams(self, change: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            saved = self._saved_streams()
+            change(saved)
+            tmp = self._streams_file.with_name(f"streams.json.{threading.get_ident()}.tmp")
+            try:
+                tmp.write_text(json.dumps(saved))
+                tmp.rename(self._streams_file)
+            except OSError as exc:
+                log.error("%s: cannot save the running streams: %s", self._streams_file, exc)
+
+    def _resume(self) -> None:
+        """Read again the FIFOs of the containers that were logging when the
+        plugin stopped (killed, or restarted by the daemon)."""
+        resumed = 0
+        gone: list[str] = []
+        for file, info in self._saved_streams().items():
+            try:
+                self.resume_logging(StartLoggingRequest(file, Info.from_wire(info)))
+                resumed += 1
+            except (PluginError, ValueError) as exc:
+                log.info("not resumed: %s", exc)
+                gone.append(file)
+        if gone:
+
+            def forget(saved: dict[str, Any]) -> None:
+                for file in gone:
+                    saved.pop(file, None)
+
+            self._save_streams(forget)
+        if resumed:
+            log.info("resumed %d container log(s)", resumed)
+
     # --- writing ----------------------------------------------------------------------
 
     def on_start(self, stream: LogStream) -> None:
@@ -137,6 +194,8 @@ class FileLogs(LogDriver):
         assert store is not None
         store.attach(options)
         stream.state = _State(store, Reassembler(MAX_LINE))
+        info = stream.info.to_wire()
+        self._save_streams(lambda saved: saved.__setitem__(stream.file, info))
 
     def on_batch(self, stream: LogStream, batch: LogBatch) -> None:
         state: _State = stream.state
@@ -155,9 +214,10 @@ class FileLogs(LogDriver):
         if rest:
             state.store.offer(LogBatch.of(rest).raw, len(rest))
         state.store.detach()
-        # Answer StopLogging once the lines are on disk, unless the disk hangs:
-        # the SDK answers at its deadline anyway.
-        state.store.wait_writer(self.stop_timeout)
+        self._save_streams(lambda saved: saved.pop(stream.file, None))
+        # Answer StopLogging once the lines are on disk, unless the disk
+        # hangs (nothing written for a second): docker stop waits for it.
+        state.store.wait_writer(self.stop_timeout, stalled=1.0)
         log.info(
             "%s stopped: %d entries read, %s",
             stream,
@@ -198,6 +258,9 @@ class FileLogs(LogDriver):
         """What is appended from now on, until the container stops."""
         opened: list[IO[bytes]] = []
         carry = b""
+        # After a rotation (or the last write), the file is read once more
+        # to its end before moving on: what was written just before counts.
+        last_read: str | None = None
         try:
             while True:
                 chunk = current.read(1 << 20)
@@ -209,21 +272,25 @@ class FileLogs(LogDriver):
                     if ended:
                         return
                     continue
+                if last_read == "rotated":
+                    current, generation = store.open_current()
+                    opened.append(current)
+                    carry = b""
+                    last_read = None
+                    continue
+                if last_read == "ended":
+                    return
                 with store.cond:
                     rotated = store.generation != generation
                     live = store.live
                     if not rotated and live:
                         store.cond.wait(1.0)
                 if rotated:
-                    # Everything went into the old file before it was rotated,
-                    # and that is read to its end now: go on with the new one.
-                    current, generation = store.open_current()
-                    opened.append(current)
-                    carry = b""
-                    continue
-                if not live:
-                    return
-                yield None  # lets the SDK notice a reader that went away
+                    last_read = "rotated"
+                elif not live:
+                    last_read = "ended"
+                else:
+                    yield None  # lets the SDK notice a reader that went away
         finally:
             for f in opened:
                 f.close()

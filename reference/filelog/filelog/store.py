@@ -269,21 +269,29 @@ class ContainerLog:
                 self.cond.wait(left)
             return True
 
-    def wait_writer(self, timeout: float) -> bool:
-        """Wait for the writer thread to end; False after ``timeout``."""
+    def wait_writer(self, timeout: float, stalled: float | None = None) -> bool:
+        """Wait for the writer thread to end; False after ``timeout``, or
+        after ``stalled`` seconds in which it wrote nothing (a hung disk)."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            progress = (self.written, self.dropped)
+            since = time.monotonic()
             while self._writer is not None or self._ending:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     return False
-                self.cond.wait(left)
+                if (self.written, self.dropped) != progress:
+                    progress, since = (self.written, self.dropped), now
+                elif stalled is not None and now - since >= stalled:
+                    return False
+                self.cond.wait(min(deadline - now, stalled or deadline - now))
             return True
 
     @property
     def live(self) -> bool:
-        """Something may still be appended (a stream writes, or data is queued)."""
-        return self.writers > 0 or bool(self._queue)
+        """Something may still be appended: a stream writes, data is queued
+        or being written."""
+        return self.writers > 0 or self.queued_bytes > 0 or self._writer is not None
 
     def counters(self) -> dict[str, int]:
         with self.cond:

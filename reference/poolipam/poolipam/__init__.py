@@ -1,0 +1,5 @@
+"""poolipam: the kit's reference IPAM plugin (pools from per-host ranges)."""
+
+from .driver import PoolIpam
+
+__all__ = ["PoolIpam"]

@@ -1,0 +1,375 @@
+"""The reference network and IPAM plugins on the real daemon, driven with the
+docker CLI: bridgenet (a bridge per network) with poolipam (addresses).
+
+Both plugins are built once per session and created under unique names,
+each with its own data directory and (poolipam) its own range; networks
+and containers have unique names and subnets; teardown removes only what
+the tests made. Tests run in file order; the daemon restart comes last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT, TEST_IMAGE, Plugin, docker, engine_restart, remove_plugin, wait_for
+
+pytestmark = pytest.mark.e2e
+
+for _project in ("bridgenet", "poolipam"):
+    path = str(ROOT / "reference" / _project)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+# --- building and creating the plugins ---------------------------------------------------------
+
+
+@dataclass
+class NetPlugins:
+    net: Plugin
+    ipam: Plugin
+    #: The /16 poolipam carves its pools from (unique to this session).
+    pools: str
+
+    def ipam_state(self) -> dict[str, Any]:
+        return self.ipam.state()
+
+    def net_state(self) -> dict[str, Any]:
+        return self.net.state()
+
+
+def build(name: str, tag: str) -> Path:
+    """Build reference/<name> with the kit's builder into a private bundle."""
+    from plugin.bundle.__main__ import main
+
+    project = ROOT / f".dpk-e2e-{name}-{tag}.toml"
+    source = (ROOT / "reference" / name / "plugin.toml").read_text()
+    # The project's own plugin.toml, with the repository as the build context.
+    text = source.replace('dockerfile = "Dockerfile"\n', "")
+    text = text.replace("[build]\n", f'[build]\ndockerfile = "reference/{name}/Dockerfile"\n', 1)
+    project.write_text(text)
+    bundle = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{tag}")
+    out = io.StringIO()
+    try:
+        code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
+    finally:
+        project.unlink()
+    sys.stderr.write(out.getvalue())
+    assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def plugins(engine_ready: None) -> Iterator[NetPlugins]:
+    from plugin.bundle._engine import Engine
+
+    tag = uuid.uuid4().hex[:8]
+    bundles = [build("bridgenet", tag), build("poolipam", tag)]
+    engine = Engine(report=lambda line: None)
+    pools = f"10.{random.randint(160, 250)}.0.0/16"
+    made: list[Plugin] = []
+    try:
+        for name, bundle in zip(("bridgenet", "poolipam"), bundles, strict=True):
+            plugin = Plugin(f"dpk-e2e-{tag}/{name}:latest", Path(f"/var/tmp/dpk-e2e-{name}-{tag}"))
+            engine.create(plugin.name, bundle)
+            made.append(plugin)
+            settings = [f"data.source={plugin.data_dir}"]
+            if name == "poolipam":
+                settings.append(f"POOLS={pools}")
+            engine.set(plugin.name, settings)
+            engine.enable(plugin.name, timeout=30)
+        yield NetPlugins(made[0], made[1], pools)
+    finally:
+        for container in _made_containers:
+            docker("rm", "-f", container, check=False)
+        for network in _made_networks:
+            docker("network", "rm", network, check=False)
+        for plugin in made:
+            remove_plugin(plugin)
+        for bundle in bundles:
+            shutil.rmtree(bundle, ignore_errors=True)
+
+
+#: What the tests made, removed at the end (containers first).
+_made_networks: list[str] = []
+_made_containers: list[str] = []
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def subnet(plugins: NetPlugins) -> str:
+    """A /24 of this session's range that no other test uses."""
+    second = plugins.pools.split(".")[1]
+    return f"10.{second}.{random.randint(100, 250)}.0/24"
+
+
+def create_network(
+    plugins: NetPlugins, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    name = f"dpk-net-{uuid.uuid4().hex[:8]}"
+    _made_networks.append(name)
+    proc = docker(
+        "network",
+        "create",
+        "-d",
+        plugins.net.name,
+        "--ipam-driver",
+        plugins.ipam.name,
+        *args,
+        name,
+        check=check,
+    )
+    if proc.returncode == 0:
+        assert proc.stdout.strip()  # the network's ID
+    proc.args = name  # type: ignore[assignment]
+    return proc
+
+
+def network(plugins: NetPlugins, *args: str) -> str:
+    return str(create_network(plugins, *args).args)
+
+
+def run(network: str, *args: str) -> str:
+    """A busybox container on ``network``, sleeping; its name."""
+    name = f"dpk-c-{uuid.uuid4().hex[:8]}"
+    _made_containers.append(name)
+    docker("run", "-d", "--name", name, "--network", network, *args, TEST_IMAGE, "sleep", "600")
+    return name
+
+
+def ip_of(container: str, network: str) -> str:
+    info = json.loads(docker("inspect", container).stdout)[0]
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def pings(container: str, address: str) -> bool:
+    proc = docker("exec", container, "ping", "-c", "1", "-W", "2", address, check=False)
+    return proc.returncode == 0
+
+
+def host_links() -> set[str]:
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True)
+    return {link["ifname"] for link in json.loads(out.stdout)}
+
+
+def network_id(name: str) -> str:
+    return str(json.loads(docker("network", "inspect", name).stdout)[0]["Id"])
+
+
+def ipam_addresses(plugins: NetPlugins) -> dict[str, str]:
+    """Every address poolipam holds (address -> label), over all pools."""
+    out: dict[str, str] = {}
+    for pool in plugins.ipam_state()["pools"].values():
+        for address, label in pool["addresses"].items():
+            assert address not in out, f"{address} handed out twice"
+            out[address] = label
+    return out
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_bundles_declare_what_each_plugin_needs(plugins: NetPlugins) -> None:
+    for plugin, types, network_type, caps in (
+        (plugins.net, ["docker.networkdriver/1.0"], "host", ["CAP_NET_ADMIN"]),
+        (plugins.ipam, ["docker.ipamdriver/1.0"], "", []),
+    ):
+        info = json.loads(docker("plugin", "inspect", plugin.name).stdout)[0]
+        assert info["Enabled"] is True
+        config = info["Config"]
+        assert config["Interface"]["Types"] == types
+        assert config["Network"]["Type"] == network_type
+        assert config["Linux"]["Capabilities"] == caps
+
+
+def test_two_containers_reach_each_other(plugins: NetPlugins) -> None:
+    net = network(plugins, "--subnet", subnet(plugins))
+    c1, c2 = run(net), run(net)
+    ip1, ip2 = ip_of(c1, net), ip_of(c2, net)
+    assert pings(c1, ip2) and pings(c2, ip1)
+    # The addresses came from poolipam (dockerd 20.10 sends no endpoint
+    # name with the request, so they are not labelled).
+    held = ipam_addresses(plugins)
+    assert ip1 in held and ip2 in held and ip1 != ip2
+    # docker network inspect shows them, with the plugins' full names.
+    info = json.loads(docker("network", "inspect", net).stdout)[0]
+    assert (info["Driver"], info["IPAM"]["Driver"]) == (plugins.net.name, plugins.ipam.name)
+    shown = {c["Name"]: c["IPv4Address"] for c in info["Containers"].values()}
+    prefix = info["IPAM"]["Config"][0]["Subnet"].split("/")[1]
+    assert shown == {c1: f"{ip1}/{prefix}", c2: f"{ip2}/{prefix}"}
+    # The gateway (poolipam's first address) is on the plugin's bridge on the
+    # host, and reachable.
+    nid = network_id(net)
+    (gateway,) = plugins.net_state()["networks"][nid]["gateways"]
+    assert held[gateway.split("/")[0]] == "gateway"
+    assert pings(c1, gateway.split("/")[0])
+    assert f"bn-{nid[:12]}" in host_links()
+
+
+def test_an_explicit_range_gateway_and_address(plugins: NetPlugins) -> None:
+    sub = subnet(plugins)
+    base = sub.rsplit(".", 1)[0]
+    net = network(
+        plugins, "--subnet", sub, "--ip-range", f"{base}.128/25", "--gateway", f"{base}.1"
+    )
+    c1 = run(net)
+    c2 = run(net, "--ip", f"{base}.9")
+    assert ip_of(c1, net) == f"{base}.128"
+    assert ip_of(c2, net) == f"{base}.9"
+    assert pings(c2, f"{base}.128")
+
+
+def test_removing_containers_and_the_network_releases_everything(plugins: NetPlugins) -> None:
+    net = network(plugins)  # no --subnet: poolipam picks the pool
+    nid = network_id(net)
+    c1 = run(net)
+    ip1 = ip_of(c1, net)
+    assert ip1 in ipam_addresses(plugins)
+    endpoints = plugins.net_state()["networks"][nid]["endpoints"]
+    (veth,) = [e["veth"] for e in endpoints.values()]
+    assert veth in host_links()
+    docker("rm", "-f", c1)
+    assert ip1 not in ipam_addresses(plugins)
+    assert veth not in host_links()
+    pools = {p["pool"] for p in plugins.ipam_state()["pools"].values()}
+    info = json.loads(docker("network", "inspect", net).stdout)[0]
+    pool = info["IPAM"]["Config"][0]["Subnet"]
+    assert pool in pools and pool.startswith(plugins.pools.split(".0.0/")[0])
+    docker("network", "rm", net)
+    assert pool not in {p["pool"] for p in plugins.ipam_state()["pools"].values()}
+    assert nid not in plugins.net_state()["networks"]
+    left = {name for name in host_links() if name.startswith(("bn-", "vn-", "vc-"))}
+    assert f"bn-{nid[:12]}" not in left and veth not in left
+
+
+def test_a_bad_driver_option_fails_with_the_plugins_message(plugins: NetPlugins) -> None:
+    proc = create_network(plugins, "-o", "mtu=9", check=False)
+    assert proc.returncode != 0
+    assert "invalid value for option mtu: '9' (expected a number from 68 to 65535)" in proc.stderr
+    proc = create_network(plugins, "-o", "vlan=3", check=False)
+    assert "unknown option 'vlan' (supported: bridge_name, mtu)" in proc.stderr
+    # The IPAM pool taken for the refused network was given back.
+    assert all(p["refs"] >= 1 for p in plugins.ipam_state()["pools"].values())
+
+
+def test_the_short_name_is_not_enough(plugins: NetPlugins) -> None:
+    # The daemon resolves network and IPAM drivers by exact name, tag included.
+    short = plugins.net.name.removesuffix(":latest")
+    name = f"dpk-net-{uuid.uuid4().hex[:8]}"
+    _made_networks.append(name)
+    proc = docker("network", "create", "-d", short, name, check=False)
+    assert proc.returncode != 0
+    assert "could not resolve driver" in proc.stderr or "not found" in proc.stderr, proc.stderr
+
+
+def test_an_exhausted_pool_fails_with_the_plugins_message(plugins: NetPlugins) -> None:
+    base = subnet(plugins).rsplit(".", 1)[0]
+    net = network(plugins, "--subnet", f"{base}.0/29")  # 6 addresses, one the gateway
+    for _ in range(5):
+        run(net)
+    name = f"dpk-c-{uuid.uuid4().hex[:8]}"
+    _made_containers.append(name)
+    proc = docker(
+        "run", "-d", "--name", name, "--network", net, TEST_IMAGE, "sleep", "60", check=False
+    )
+    assert proc.returncode != 0
+    assert f"pool {base}.0/29 is exhausted: all 6 addresses are in use" in proc.stderr
+
+
+def test_hostile_bodies_on_every_endpoint_answer_json(plugins: NetPlugins) -> None:
+    from plugin.ipam import IpamDriver
+    from plugin.network import NetworkDriver
+    from tests.unit.test_fuzz import HOSTILE_BODIES, raw_exchange
+
+    bodies = [b for b in HOSTILE_BODIES if len(b) < 200_000]
+    for plugin, kind, sock in (
+        (plugins.net, NetworkDriver, "bridgenet.sock"),
+        (plugins.ipam, IpamDriver, "poolipam.sock"),
+    ):
+        path = f"/run/docker/plugins/{plugin.id}/{sock}"
+        for endpoint in kind.endpoints:
+            call = f"/{kind.prefix}.{endpoint.name}"
+            for body in bodies:
+                head = f"POST {call} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                raw = head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                answer = raw_exchange(path, raw, wait=10)
+                status = int(answer.split(b" ", 2)[1])
+                data = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+                assert isinstance(data, dict), (call, body[:80])
+                if status != 200:
+                    assert status in (400, 404, 500) and data["Err"].strip(), (call, body[:80])
+                    assert "(see its log)" not in data["Err"], (call, body[:80], data)
+
+
+def _kill(plugin: Plugin) -> None:
+    pid = plugin.pid()
+    assert pid is not None, f"no process of {plugin.name}"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"{plugin.name} restarted", lambda: (p := plugin.pid()) is not None and p != pid, 60)
+
+
+def test_plugins_killed_and_restarted_keep_the_network_working(plugins: NetPlugins) -> None:
+    net = network(plugins, "--subnet", subnet(plugins))
+    c1, c2 = run(net), run(net)
+    ip1, ip2 = ip_of(c1, net), ip_of(c2, net)
+    _kill(plugins.net)
+    _kill(plugins.ipam)
+    # The running containers keep their connectivity.
+    assert pings(c1, ip2)
+    # The plugins answer again and know the network: a new container joins.
+    c3 = wait_for("a container joining after the restart", lambda: _try_run(net), 60)
+    ip3 = ip_of(c3, net)
+    assert ip3 not in (ip1, ip2)
+    assert pings(c3, ip1) and pings(c1, ip3)
+    ipam_addresses(plugins)  # asserts that no address is held twice
+
+
+def _try_run(net: str) -> str | None:
+    name = f"dpk-c-{uuid.uuid4().hex[:8]}"
+    _made_containers.append(name)
+    proc = docker(
+        "run", "-d", "--name", name, "--network", net, TEST_IMAGE, "sleep", "600", check=False
+    )
+    if proc.returncode != 0:
+        docker("rm", "-f", name, check=False)
+        return None
+    return name
+
+
+def test_a_daemon_restart_keeps_the_network(plugins: NetPlugins) -> None:
+    net = network(plugins, "--subnet", subnet(plugins))
+    c1, c2 = run(net), run(net)
+    engine_restart()
+    wait_for(
+        "both plugins enabled again",
+        lambda: all(
+            json.loads(docker("plugin", "inspect", p.name).stdout)[0]["Enabled"]
+            for p in (plugins.net, plugins.ipam)
+        ),
+        120,
+    )
+    # Containers stopped with the daemon; started again, they reach each other.
+    docker("start", c1, c2)
+    ip1, ip2 = ip_of(c1, net), ip_of(c2, net)
+    assert wait_for("c1 reaching c2 after the restart", lambda: pings(c1, ip2), 30)
+    c3 = run(net)
+    ip3 = ip_of(c3, net)
+    assert ip3 not in {ip1, ip2}
+    assert pings(c3, ip1)
+    held = ipam_addresses(plugins)  # no address held twice
+    assert {ip1, ip2, ip3} <= set(held)
