@@ -1,35 +1,37 @@
-# The few things a person runs. Each target is a thin call to scripts/ or the
-# builder's command line (python -m plugin.bundle); NAME=repo[:tag] overrides
-# the plugin name of plugin.toml.
+# The few things a person runs in the kit's checkout. Each reference plugin in
+# reference/*/ is an author's project: these targets run its own Makefile,
+# with the checkout's kit (DPK) instead of an installed docker-plugin-kit.
 PYTHON ?= python3
-BUNDLE = $(PYTHON) -m plugin.bundle $(if $(NAME),--name $(NAME))
+REFERENCES := $(patsubst %/plugin.toml,%,$(wildcard reference/*/plugin.toml))
+DPK = $(PYTHON) -m plugin.bundle
+EACH = for project in $(REFERENCES); do \
+	PYTHONPATH=$(CURDIR) $(MAKE) --no-print-directory -C $$project DPK="$(DPK)" PYTHON="$(PYTHON)"
 
 .PHONY: plugin build enable disable clean test bench deps engine
 
-## plugin: build the bundle, create the plugin (replacing it) and enable it
+## plugin: build every reference plugin, create it (replacing it) and enable it
 plugin: deps engine
-	$(BUNDLE) plugin
+	@$(EACH) plugin || exit 1; done
 
-## build: only build rootfs-build/ (config.json + rootfs/)
+## build: only build each reference plugin's bundle (reference/*/rootfs-build/)
 build: deps engine
-	$(BUNDLE) build
+	@$(EACH) build || exit 1; done
 
 enable:
-	$(BUNDLE) enable
+	@$(EACH) enable || exit 1; done
 
 disable:
-	$(BUNDLE) disable
+	@$(EACH) disable || exit 1; done
 
-## clean: remove the plugin this project made, the bundle and build caches
+## clean: remove the plugins these projects made, their bundles and build caches
 clean:
-	-$(BUNDLE) rm --force
-	rm -rf rootfs-build .build
+	@$(EACH) clean; done
 
-## test: unit tests and end-to-end tests against a real Docker daemon
+## test: unit tests (tests/ and reference/*/tests/) and end-to-end tests against a real Docker daemon
 test:
 	scripts/test
 
-## bench: build and enable the plugin, then the figures of the README (bench/run, < 3 min)
+## bench: build and enable the plugins, then the figures of the README (bench/run, < 3 min)
 bench: plugin
 	bench/run
 

@@ -1,6 +1,6 @@
 """The reference plugin's own figures (``python3 -m bench --plugin``).
 
-- its bundle (``rootfs-build/``, what ``make plugin`` built): rootfs size;
+- its bundle (``reference/localvol/rootfs-build/``, what ``make plugin`` built): rootfs size;
   time from process start to a listening socket inside that rootfs (run as
   the daemon would: chroot, private mounts, the config's entrypoint and
   environment), median of several starts; its slowest imports
@@ -26,7 +26,7 @@ from typing import Any
 from . import client
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "rootfs-build"
+BUNDLE = ROOT / "reference" / "localvol" / "rootfs-build"
 NAME = "localvol:latest"
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -124,7 +124,7 @@ def bundle_figures(starts: int, bundle: Path = BUNDLE) -> None:
         print("no -X importtime output (the traced start failed): imports not shown")
         return
     print("slowest top-level imports (-X importtime, us cumulative; the socket is bound")
-    print("after the driver is constructed, uvicorn and the app are imported after that):")
+    print("once the drivers are made; uvicorn and the app are imported after that):")
     for us, name in roots[:8]:
         print(f"  {us:>7}  {name}")
 

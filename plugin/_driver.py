@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from abc import ABC
 from collections.abc import Callable
@@ -100,6 +102,10 @@ class Driver(ABC):
     pid_host: ClassVar[bool] = False
     allow_all_devices: ClassVar[bool] = False
 
+    #: Whether LOG_LEVEL=debug logs the start of each answer; off for types
+    #: whose answers are secrets.
+    log_answers: ClassVar[bool] = True
+
     #: Seconds before the daemon's deadline at which a call still running is
     #: answered with a timeout error, so the user reads why instead of a
     #: cut connection. See ``call_timeout``.
@@ -111,6 +117,17 @@ class Driver(ABC):
         if endpoint.deadline is None:
             return None
         return max(endpoint.deadline - self.timeout_margin, 0.1)
+
+    def timeout_message(self, endpoint: Endpoint, timeout: float) -> str:
+        """The ``Err`` answered for a call still running after ``timeout``
+        seconds (see ``call_timeout``)."""
+        limit = ""
+        if endpoint.deadline is not None:
+            limit = f" (the daemon stops waiting at {endpoint.deadline:g} s)"
+        return (
+            f"timed out after {timeout:g} s in the plugin{limit}; the operation may still "
+            "finish: check its result before retrying"
+        )
 
     def handler_for(self, endpoint: Endpoint) -> Callable[..., Any] | None:
         """The bound method serving ``endpoint``, or None when it is an
@@ -124,3 +141,41 @@ class Driver(ABC):
                 f"{self.prefix}.{endpoint.name}"
             )
         return fn  # type: ignore[no-any-return]
+
+
+def load_driver_class(spec: str) -> type[Driver]:
+    """``package.module:ClassName`` -> the class.
+
+    ValueError with a one-line reason when the spec is malformed, names no
+    module or attribute, or names something that is not a driver class. An
+    error raised while the module itself is imported propagates unchanged.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"driver {spec!r} must be written module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing module of the spec is the spec's fault; a missing
+        # dependency of the driver's module is a real import error.
+        if exc.name is None or not _is_prefix(exc.name, module_name):
+            raise
+        raise ValueError(f"driver {spec!r}: no module named {exc.name!r}") from None
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(
+            f"driver {spec!r}: module {module_name!r} has no attribute {attr!r}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ValueError(
+            f"driver {spec!r}: not a driver class (a subclass of VolumeDriver or another type)"
+        )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise ValueError(f"driver {spec!r}: abstract class, implement {missing}")
+    return cls
+
+
+def _is_prefix(package: str, module_name: str) -> bool:
+    return module_name == package or module_name.startswith(package + ".")

@@ -654,8 +654,10 @@ class LogDriver(Driver):
         handlers need the event loop, which does not run yet.
         """
         self._setup(None)
-        if self._mode == "consume" or self._entry_is_async or inspect.iscoroutinefunction(
-            self.on_start
+        if (
+            self._mode == "consume"
+            or self._entry_is_async
+            or inspect.iscoroutinefunction(self.on_start)
         ):
             raise TypeError(f"{type(self).__name__}: resume_logging needs plain handlers")
         stream = self._new_stream(req)

@@ -1,11 +1,27 @@
 """Counts the reliability tests report (fuzz cases tried, faults injected,
-concurrent operations run), printed at the end of every run, -q included."""
+concurrent operations run), printed at the end of every run, -q included.
+
+Also makes every reference project (``reference/<name>/``, an author project
+with its package ``<name>/``) importable, as its own tests do."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
+
+#: The reference plugins: author projects, each importable as its users'
+#: tests import it (``import localvol``).
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = sorted(p.parent for p in ROOT.glob("reference/*/plugin.toml"))
+#: For subprocesses that import the tests or the reference drivers.
+PYTHONPATH = os.pathsep.join([str(ROOT), *map(str, REFERENCES)])
+for _project in REFERENCES:
+    if str(_project) not in sys.path:
+        sys.path.insert(0, str(_project))
 
 _TALLY = pytest.StashKey["Tally"]()
 

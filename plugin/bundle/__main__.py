@@ -1,4 +1,5 @@
-"""``python -m plugin.bundle COMMAND``: build a plugin bundle and drive the engine.
+"""``docker-plugin-kit COMMAND`` (or ``python -m plugin.bundle COMMAND``):
+write a plugin project, build its bundle and drive the engine.
 
 Progress goes to stderr, one ``==> step`` line per step with its duration;
 a failure is an ``error:`` line (an enable failure adds the plugin's last
@@ -21,8 +22,11 @@ from ._errors import BundleError, ConfigError
 from ._platform import DEFAULT_TAG_ARCH, arch_output, get_arch, tag_arch
 from ._project import Project, load_project, normalize_name
 
+PROG = "docker-plugin-kit"
 USAGE = """\
 commands:
+  init       write a new plugin project: init DIR --type TYPE [--name NAME]
+  template   print one of the kit's default files (Dockerfile, config.json.j2)
   plugin     build the bundle, create the plugin (replacing it, keeping this host's
              settings on it unless --reset-settings) and enable it
   build      build rootfs-build/ (docker build, export, render config.json)
@@ -42,11 +46,17 @@ commands:
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
   service    systemd units and a spec file to run the plugin as a host service
              (outside Docker's plugin manager): socket activation, TCP, TLS
+  base-image make the fallback base image from Debian's packages (debootstrap)
+  registry   a local registry on 127.0.0.1:5000 for tests: start, stop, url
+
+The project is plugin.toml in the current directory, or --project PATH (the
+file or its directory); paths in it are relative to it.
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
-a volume plugin, the host's PID or IPC namespace, a mount of / or of the Docker
-socket, a capability its drivers do not declare).
+a volume or authorization plugin, a propagated mount for an authorization plugin
+or secret provider, the host's PID or IPC namespace, a mount of / or of the
+Docker socket, a capability its drivers do not declare).
 """
 
 
@@ -67,12 +77,14 @@ class Console:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m plugin.bundle",
-        description="Build a Docker managed plugin from a Python driver and drive the engine.",
+        prog=PROG,
+        description="Write, build and ship Docker managed plugins in Python.",
         epilog=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--project", default="plugin.toml", help="project config (plugin.toml)")
+    parser.add_argument(
+        "--project", default="plugin.toml", help="the project's plugin.toml, or its directory"
+    )
     parser.add_argument("--name", help="plugin name[:tag] (default: plugin.name of the project)")
     parser.add_argument("--bundle", help="bundle directory (default: the project's output)")
     parser.add_argument(
@@ -144,6 +156,24 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upgrade", help="upgrade the plugin to another reference")
     p.add_argument("remote", metavar="REF")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
+    from ._init import TYPES
+
+    p = sub.add_parser("init", help="write a new plugin project")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument(
+        "--type",
+        required=True,
+        choices=sorted(TYPES),
+        help="; ".join(f"{t.name}: {t.summary}" for t in TYPES.values()),
+    )
+    p.add_argument("--name", help="plugin name (default: the directory's name)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p = sub.add_parser("template", help="print a default file of the kit")
+    p.add_argument("file", choices=("Dockerfile", "config.json.j2"))
+    p = sub.add_parser("base-image", help="make the fallback base image from Debian's packages")
+    p.add_argument("tag", nargs="?", default=Project.fallback_base_image, metavar="TAG")
+    p = sub.add_parser("registry", help="a local registry on 127.0.0.1:5000 (for tests)")
+    p.add_argument("action", choices=("start", "stop", "url"))
     return parser
 
 
@@ -167,12 +197,12 @@ def _reset_flag(p: argparse.ArgumentParser) -> None:
 def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str]:
     """Capabilities in ``config`` that the project's drivers do not declare
     (nothing when the drivers cannot be loaded here)."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._config import undeclared_capabilities
     from ._rootfs import load_drivers
 
     try:
-        declared = requirements(load_drivers(project()))
+        declared = requirements(load_drivers(project(), project().bundle_dir))
     except (BundleError, ValueError):
         return []
     return undeclared_capabilities(config, declared)
@@ -234,6 +264,25 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return Path(args.bundle) if args.bundle else get_project().bundle_dir
 
     cmd = args.command
+    if cmd == "init":
+        from ._init import init_project
+
+        made = init_project(args.directory, args.type, name=args.name, force=args.force)
+        _report_init(made, args.directory, console)
+        return 0
+    if cmd == "template":
+        from ._project import TEMPLATES
+
+        print((TEMPLATES / args.file).read_text(), end="", flush=True)
+        return 0
+    if cmd in ("base-image", "registry"):
+        from ._rootfs import run_script
+
+        if cmd == "base-image":
+            run_script("make-base-image", [args.tag])
+        else:
+            run_script("registry", [args.action])
+        return 0
     if cmd in ("build", "plugin"):
         from ._builder import build_bundle
         from ._engine import docker_client
@@ -255,10 +304,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"bundle {result.bundle}: rootfs {result.rootfs_bytes / 1e6:.1f} MB, built in "
             f"{time.monotonic() - start:.1f} s"
         )
-        extra = _privilege_warnings(get_project, result.config)
-        for warning in extra:
-            console.line(f"warning: {warning}")
-        _check_strict(args, result.bundle / "config.json", [*result.warnings, *extra])
+        # The build checked the capabilities against the drivers already.
+        _check_strict(args, result.bundle / "config.json", result.warnings)
         if cmd == "build":
             return 0
         engine = _engine(console, client)
@@ -275,7 +322,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 engine.set(plugin_name(), args.settings)
         with console.step(f"enable {plugin_name()}"):
             engine.enable(plugin_name(), timeout=args.timeout)
-        _usage(plugin_name(), result.config, console)
+        _usage(plugin_name(), result.config, console, engine)
         return 0
     if cmd == "render":
         from ._builder import render_bundle
@@ -348,7 +395,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.line(f"id {plugin_id[:12]}")
     elif cmd == "enable":
         with console.step(f"enable {target}"):
-            engine.enable(target, timeout=args.timeout)
+            info = engine.enable(target, timeout=args.timeout)
+        types = (((info.get("Config") or {}).get("Interface") or {}).get("Types")) or []
+        if AUTHZ in types:
+            print("\n" + "\n".join(authz_advice(target, engine)), file=console.out, flush=True)
     elif cmd == "disable":
         with console.step(f"disable {target}"):
             engine.disable(target, force=args.force)
@@ -398,7 +448,7 @@ def _publish(args: argparse.Namespace, project: Callable[[], Project], console: 
 
 def _service(args: argparse.Namespace, project: Project, console: Console) -> int:
     """``service``: the files that run the plugin as a host service."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._rootfs import load_drivers
     from ._service import ServiceTLS, service_files
 
@@ -448,16 +498,65 @@ _TRY = {
     "docker.networkdriver/1.0": "docker network create -d {name} mynet",
     "docker.ipamdriver/1.0": "docker network create --ipam-driver {name} mynet",
     "docker.logdriver/1.0": "docker run --log-driver {short} IMAGE",
+    "docker.secretprovider/1.0": (
+        "docker secret create --driver {name} mysecret (on a Swarm manager: docker swarm init)"
+    ),
 }
+AUTHZ = "docker.authz/1.0"
 
 
-def _usage(name: str, config: dict[str, Any], console: Console) -> None:
+def authz_advice(name: str, engine: Any) -> list[str]:
+    """Whether the daemon asks the authorization plugin ``name`` about its
+    requests, and if not, how to make it: enabling one is not enough."""
+    state = engine.authorization_plugins()
+    mine = normalize_name(name)
+    if state.at_start is not None and _listed(state.at_start, mine):
+        return [
+            "The daemon asks it about every request "
+            f"(authorization-plugins: {', '.join(state.at_start)})."
+        ]
+    path = state.config_file or "/etc/docker/daemon.json"
+    if state.in_file is not None and _listed(state.in_file, mine):
+        return [
+            f"{path} lists it in authorization-plugins: the daemon asks it once reloaded",
+            "(sudo kill -HUP $(pidof dockerd)); `docker info` shows the list the daemon",
+            "started with.",
+        ]
+    current = state.in_file if state.in_file is not None else state.at_start or []
+    wanted = json.dumps({"authorization-plugins": [*current, name]})
+    return [
+        f"The daemon does not ask {name} yet: an authorization plugin acts only once",
+        "the daemon lists it in authorization-plugins. When its policy is in place, add to",
+        f"{path}",
+        f"    {wanted}",
+        "and reload the daemon: sudo kill -HUP $(pidof dockerd) (or sudo systemctl reload docker).",
+        "Reload only with names `docker plugin ls` shows enabled: the daemon exits on a name",
+        "it cannot find. If the plugin then stops answering, every docker command fails: the",
+        "way back is in the kit's README, under Lockout and recovery.",
+    ]
+
+
+def _listed(names: list[str], normalized: str) -> bool:
+    return any(_same_plugin(entry, normalized) for entry in names)
+
+
+def _same_plugin(entry: str, normalized: str) -> bool:
+    try:
+        return normalize_name(entry) == normalized
+    except BundleError:
+        return False
+
+
+def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = None) -> None:
     """What to try next, from the plugin's own config."""
     short = name.removesuffix(":latest")
     lines = [f"plugin {name} is enabled."]
-    for kind in (config.get("interface") or {}).get("types") or []:
+    types = (config.get("interface") or {}).get("types") or []
+    for kind in types:
         if kind in _TRY:
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    if AUTHZ in types and engine is not None:
+        lines += authz_advice(name, engine)
     settable = [
         f"{m['name']}.source=/path"
         for m in config.get("mounts") or []
@@ -473,6 +572,21 @@ def _usage(name: str, config: dict[str, Any], console: Console) -> None:
             f"Per-host settings (plugin disabled): docker plugin set {name} " + " ".join(settable)
         )
     print("\n" + "\n".join(lines), file=console.out, flush=True)
+
+
+def _report_init(result: Any, given: str, console: Console) -> None:
+    for path in result.written:
+        console.line(f"wrote {path}")
+    for path in result.kept:
+        console.line(f"kept your {path}")
+    cd = "" if Path(given).resolve() == Path.cwd() else f"cd {given} && "
+    print(
+        f"\nA {result.name} plugin project is in {result.root}. Next:\n"
+        f"  {cd}make plugin   # build it and enable it on the local Docker daemon\n"
+        "  make test     # its tests, in-process",
+        file=console.out,
+        flush=True,
+    )
 
 
 def run() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
-from ..manifest import Requirements, requirements
+from .._requirements import Requirements, requirements
+from .._socket import PLUGIN_DIR
 from . import _slim
 from ._config import (
     ImageFacts,
@@ -22,6 +23,7 @@ from ._config import (
     template_context,
     write_json,
 )
+from ._describe import describe_in_image, stand_ins
 from ._errors import BuildError, BundleError, ConfigError
 from ._foreign import ensure_emulation, foreign_base_image
 from ._platform import (
@@ -34,6 +36,8 @@ from ._platform import (
 )
 from ._project import Project
 from ._rootfs import (
+    DRIVERS_FILE,
+    MissingOnHost,
     build_image,
     docker_errors,
     ensure_base_image,
@@ -75,25 +79,39 @@ def _requirements(drivers: list[type[Driver]]) -> Requirements:
 
 
 def render_bundle_config(
-    project: Project, image_attrs: dict[str, Any], rootfs: Path | None
+    project: Project,
+    image_attrs: dict[str, Any],
+    rootfs: Path | None,
+    drivers: list[type[Driver]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Render config.json for ``project`` and validate it; returns the config
-    and its warnings, or raises ConfigError naming every bad field."""
-    reqs = _requirements(load_drivers(project))
+    """Render config.json for ``project`` and validate it (with the drivers'
+    declarations, so capabilities they do not declare are warned about);
+    returns the config and its warnings, or raises ConfigError naming every
+    bad field."""
+    if drivers is None:
+        drivers = load_drivers(project, rootfs.parent if rootfs is not None else None)
+    reqs = _requirements(drivers)
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
-    config = render_config(project.root / "config.json.j2", context)
+    config = render_config(project.template_path, context)
     record_platform(config, rootfs, image_attrs)
-    warnings = check_config(config, rootfs)
+    # With what the drivers declare: the undeclared-capability check too,
+    # here, once per build.
+    warnings = check_config(config, rootfs, declared=reqs)
     return config, warnings
 
 
 def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
     """Build the image, export its filesystem and render config.json into
     the project's bundle directory."""
+    bundle = project.bundle_dir
+    found: list[type[Driver]] | None = None
     with step("load the drivers"):
-        drivers = load_drivers(project)
-        reqs = _requirements(drivers)
-        report(", ".join(f"{d.__name__} ({d.capability})" for d in drivers))
+        try:
+            found = load_drivers(project)
+            (bundle / DRIVERS_FILE).unlink(missing_ok=True)
+            report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
+        except MissingOnHost as exc:
+            report(f"{exc.module} is not installed here: the drivers are read in the built image")
     arch = target_arch(client, project)
     with step("base image"), docker_errors("base image"):
         if arch.name != daemon_arch(client):
@@ -107,26 +125,39 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
     with step("wheelhouse"), docker_errors("wheelhouse"):
         wheels = wheelhouse(client, project, base, report)
     with step("docker build"), docker_errors("docker build"):
-        image_id = build_image(client, project, base, report)
+        image_id = build_image(client, project, base, wheels, report)
         report(f"{project.image_tag} ({image_id[7:19]})")
         for old in remove_replaced_images(client, project.bundle_dir, image_id):
             report(f"removed the image it replaces ({old[7:19]})")
-    bundle = project.bundle_dir
     rootfs = bundle / "rootfs"
     bundle.mkdir(parents=True, exist_ok=True)
+    if found is None:
+        with step("read the drivers in the image"), docker_errors("read the drivers"):
+            described = describe_in_image(client, image_id, project.python, list(project.drivers))
+            if "error" in described:
+                raise BuildError(
+                    f"plugin.drivers: cannot load {described['error']}, in the built image "
+                    "either (list the package that provides it in plugin.toml's [build] "
+                    "requirements)"
+                )
+            found = stand_ins(described)
+            write_json(bundle / DRIVERS_FILE, described)
+            report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
+    drivers = found
+    reqs = _requirements(drivers)
     stale = bundle / "config.json"
     if stale.exists():
         stale.unlink()  # never leave a config that does not match the rootfs
     with docker_errors(f"inspect {image_id}"):
         attrs = client.images.get(image_id).attrs
-    needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
+    needed = [PLUGIN_DIR, *(m.destination for m in reqs.mounts)]
     if reqs.propagated_mount:
         needed.append(reqs.propagated_mount)
     # What the slim probe runs: config.json as rendered (entrypoint[0] still
     # as written, found on the image's PATH by the container).
     probe_config = (
         render_config(
-            project.root / "config.json.j2",
+            project.template_path,
             template_context(project, reqs, ImageFacts.from_inspect(attrs), None),
         )
         if project.slim
@@ -159,7 +190,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         make_dirs(rootfs, needed, report)
         write_json(stamp_file, stamp)
     with step("render config.json"):
-        config, warnings = render_bundle_config(project, attrs, rootfs)
+        config, warnings = render_bundle_config(project, attrs, rootfs, drivers)
         check_platform(rootfs, config, arch.name)
         write_json(bundle / "config.json", config)
         for warning in warnings:
@@ -220,7 +251,7 @@ def _export_slim(
 ) -> None:
     """Trace the plugin in the image, export what it uses and every module it
     may import, check the result."""
-    own = sorted({"plugin", *(spec.split(":")[0].split(".")[0] for spec in project.drivers)})
+    own = sorted({"plugin", *project.own_packages})
     with step("trace the plugin in the image"), docker_errors("trace the plugin"):
         args, traced, result = _slim.trace(
             client, image_id, config, drivers, own, distributions, project.keep

@@ -9,18 +9,21 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
 from ._config import resolve_in_rootfs
-from ._engine import _reason
-from ._errors import BuildError
+from ._context import DOCKERFILE, build_context
+from ._errors import BuildError, engine_errors
 from ._project import Project
 
 __all__ = [
+    "DRIVERS_FILE",
+    "MissingOnHost",
     "build_image",
     "docker_errors",
     "ensure_base_image",
@@ -28,24 +31,20 @@ __all__ = [
     "load_drivers",
     "make_dirs",
     "remove_replaced_images",
+    "run_script",
     "runtime_requirements",
     "unpack",
     "wheelhouse",
 ]
 
 Report = Callable[[str], None]
+#: The kit's helper scripts (base image, local registry), shipped in the package.
+SCRIPTS = Path(__file__).with_name("scripts")
 
 
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
+def docker_errors(what: str) -> AbstractContextManager[None]:
     """The daemon's refusals (and a lost connection) as BuildError."""
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-    import requests.exceptions
-
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise BuildError(f"{what}: {_reason(exc)}") from None
+    return engine_errors(what, BuildError)
 
 
 #: The kit's own runtime packages; pinned to the versions the host has (the
@@ -55,17 +54,52 @@ def docker_errors(what: str) -> Iterator[None]:
 RUNTIME_PACKAGES = ("starlette", "uvicorn", "httptools")
 
 
-def load_drivers(project: Project) -> list[type[Driver]]:
-    """Import the driver classes named in plugin.toml (on the build host)."""
+class MissingOnHost(BuildError):
+    """A driver imports a module this host does not have (a dependency that
+    is only in the rootfs); ``module`` names it."""
+
+    def __init__(self, message: str, module: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+#: In the bundle directory: the drivers' declarations as read in the built
+#: image, for the commands that need them after the build (render, --strict).
+DRIVERS_FILE = ".drivers.json"
+
+
+def load_drivers(project: Project, bundle: Path | None = None) -> list[type[Driver]]:
+    """Import the driver classes named in plugin.toml on the build host.
+
+    When a driver needs a module this host does not have (not one of the
+    project's own), the declarations a build read in the image stand in
+    when ``bundle`` holds them (``.drivers.json``); else MissingOnHost says
+    what is missing."""
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
-    from ..__main__ import load_driver_class
+    from .._driver import load_driver_class
 
     drivers = []
+    own = {"plugin", *project.own_packages}
     for spec in project.drivers:
         try:
             drivers.append(load_driver_class(spec))
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if not missing or missing in own:
+                raise BuildError(f"plugin.drivers: cannot load {spec}: {exc}") from None
+            saved = bundle / DRIVERS_FILE if bundle is not None else None
+            if saved is not None and saved.exists():
+                from ._describe import stand_ins
+
+                return stand_ins(json.loads(saved.read_text()))
+            raise MissingOnHost(
+                f"plugin.drivers: cannot load {spec} here: {exc} (a dependency of the driver, "
+                "not installed on this host: `build` reads the drivers in the built image, "
+                "where plugin.toml's [build] requirements are installed)",
+                missing,
+            ) from None
         except Exception as exc:
             raise BuildError(
                 f"plugin.drivers: cannot load {spec}: {type(exc).__name__}: {exc}"
@@ -84,7 +118,7 @@ def _image(client: Any, name: str) -> Any | None:
 
 def ensure_base_image(client: Any, project: Project, report: Report) -> str:
     """The image to build FROM: the configured base if present or pullable,
-    else the fallback made from Debian's packages by scripts/make-base-image."""
+    else the fallback made from Debian's packages (``make-base-image``)."""
     import docker.errors  # type: ignore[import-untyped,unused-ignore]
 
     base = project.base_image
@@ -102,23 +136,27 @@ def ensure_base_image(client: Any, project: Project, report: Report) -> str:
     except docker.errors.APIError as exc:
         reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0][:200]
     report(f"{base} cannot be pulled ({reason})")
-    script = project.root / "scripts" / "make-base-image"
-    if not script.exists():
-        raise BuildError(
-            f"base image {base} cannot be pulled and {script} is missing; build or load a base "
-            "image with python3 and set build.base_image"
-        )
     report(
         f"making {project.fallback_base_image} from Debian's packages instead "
-        f"({script.name}, about a minute)"
+        "(docker-plugin-kit base-image, about a minute)"
     )
     proc = subprocess.run(
-        [str(script), project.fallback_base_image], capture_output=True, text=True
+        ["bash", str(SCRIPTS / "make-base-image"), project.fallback_base_image],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise BuildError(f"{script.name} failed: " + " | ".join(tail))
+        raise BuildError("making the base image failed: " + " | ".join(tail))
     return project.fallback_base_image
+
+
+def run_script(name: str, args: list[str]) -> None:
+    """Run one of the kit's helper scripts, its output going to ours;
+    BuildError when it fails (it has said why on stderr)."""
+    code = subprocess.run(["bash", str(SCRIPTS / name), *args]).returncode
+    if code != 0:
+        raise BuildError(f"{name} {' '.join(args)} failed (exit status {code}, see above)")
 
 
 def runtime_requirements(project: Project) -> list[str]:
@@ -128,7 +166,7 @@ def runtime_requirements(project: Project) -> list[str]:
             pins.append(f"{package}=={importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             pins.append(package)
-    return pins + list(project.requirements)
+    return pins + project.requirement_args()
 
 
 def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path:
@@ -188,31 +226,34 @@ def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path
     return dest
 
 
-def build_image(client: Any, project: Project, base: str, report: Report) -> str:
-    """``docker build`` the project's Dockerfile; returns the image ID."""
-    dockerfile = project.root / project.dockerfile
-    if not dockerfile.exists():
-        raise BuildError(f"{dockerfile}: not found")
-    stream = client.api.build(
-        path=str(project.root),
-        dockerfile=project.dockerfile,
-        tag=project.image_tag,
-        labels={BUNDLE_LABEL: str(project.bundle_dir)},
-        buildargs={"BASE_IMAGE": base},
-        decode=True,
-        rm=True,
-        forcerm=True,
-    )
-    image_id = None
-    for item in _items(stream):
-        if "error" in item:
-            detail = (item.get("errorDetail") or {}).get("message") or item["error"]
-            raise BuildError(f"docker build failed: {detail.strip()}")
-        text = item.get("stream", "")
-        if text.startswith("Step "):
-            report(text.strip())
-        if "aux" in item and "ID" in item["aux"]:
-            image_id = item["aux"]["ID"]
+def build_image(client: Any, project: Project, base: str, wheels: Path, report: Report) -> str:
+    """``docker build`` the project (the context made by ``build_context``);
+    returns the image ID."""
+    context = build_context(project, wheels)
+    try:
+        stream = client.api.build(
+            fileobj=context,
+            custom_context=True,
+            dockerfile=DOCKERFILE,
+            tag=project.image_tag,
+            labels={BUNDLE_LABEL: str(project.bundle_dir)},
+            buildargs={"BASE_IMAGE": base},
+            decode=True,
+            rm=True,
+            forcerm=True,
+        )
+        image_id = None
+        for item in _items(stream):
+            if "error" in item:
+                detail = (item.get("errorDetail") or {}).get("message") or item["error"]
+                raise BuildError(f"docker build failed: {detail.strip()}")
+            text = item.get("stream", "")
+            if text.startswith("Step "):
+                report(text.strip())
+            if "aux" in item and "ID" in item["aux"]:
+                image_id = item["aux"]["ID"]
+    finally:
+        context.close()
     if image_id is None:
         image_id = client.images.get(project.image_tag).id
     return str(image_id)
@@ -261,20 +302,27 @@ def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> in
     if chunks is None:
         chunks = iter(lambda: stream.read(1 << 20), b"")
     total = 0
-    proc = subprocess.Popen(
-        [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    try:
-        for chunk in chunks:
-            total += len(chunk)
-            proc.stdin.write(chunk)
-    finally:
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        code = proc.wait()
+    # tar's messages go to a file, not a pipe: a pipe nobody reads until tar
+    # ends would stop tar (and this build) once it holds 64 KiB of warnings.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+            stdin=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdin is not None
+        try:
+            for chunk in chunks:
+                total += len(chunk)
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # tar stopped: its status and messages say why
+        finally:
+            with suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace")
     if code != 0:
         raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
     return total

@@ -16,13 +16,15 @@ environment's defaults. It runs as root, as a managed plugin does.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._listen import Listener, parse_address
-from ..manifest import PROPAGATED_MOUNT_ENV, Requirements
+from .._requirements import Requirements
+from ..manifest import PROPAGATED_MOUNT_ENV
 from ._errors import BundleError
 from ._project import Project
 
@@ -139,8 +141,14 @@ def _service_unit(
     tls: ServiceTLS | None,
     python: str | None,
 ) -> str:
+    # The project's packages, and the kit this command runs when it is not
+    # an installed one (a checkout): the same runtime as a bundle gets.
+    paths = [str(project.root)]
+    kit = Path(__file__).resolve().parents[2]
+    if kit.name not in ("site-packages", "dist-packages"):
+        paths.append(str(kit))
     env: list[tuple[str, str]] = [
-        ("PYTHONPATH", str(project.root)),
+        ("PYTHONPATH", os.pathsep.join(paths)),
         ("PYTHONUNBUFFERED", "1"),
     ]
     dirs = []

@@ -52,7 +52,11 @@ opened: set[str] = set()
 #:     (deprecated in 3.11, removed in 3.13); it alone links Kerberos and Sun
 #:     RPC, 1.8 MB. Users and groups still resolve through pwd and grp;
 #:   ensurepip: installs pip into an environment (with 3 MB of bundled
-#:     wheels); a running plugin installs nothing.
+#:     wheels); a running plugin installs nothing;
+#:   lib2to3: translates Python 2 source into Python 3 (deprecated since
+#:     3.9, removed in 3.13; a separate package in Debian); a plugin runs
+#:     Python 3 code. It reads its grammar by path, so it could not go into
+#:     the zip: 0.4 MB.
 #: A top-level module that the image itself cannot import (tkinter and turtle
 #: without the Tk bindings) is left out too: it cannot matter either. To keep
 #: any of these anyway, name its files in [build] keep.
@@ -66,6 +70,7 @@ EXCLUDED = (
     "readline",
     "nis",
     "ensurepip",
+    "lib2to3",
 )
 #: Extension modules that exist only for CPython's test suites.
 EXCLUDED_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "xxsubtype")
@@ -267,6 +272,11 @@ def main() -> None:
         needs = _needs(loaded, maps, used, everything)
         seconds["select"] = time.monotonic() - start - sum(seconds.values())
         report.update(needs)
+        report["own_loaded"] = sorted(
+            info[0]
+            for info in loaded.values()
+            if isinstance(info[0], str) and info[0].endswith(".py")
+        )
         report["tar"] = _write_tar(report, origins, needs)
         seconds["write the rootfs"] = time.monotonic() - start - sum(seconds.values())
     else:
@@ -774,21 +784,23 @@ def _write_tar(report: dict[str, Any], origins: dict[str, str], needs: dict[str,
     the plugin's own packages as sourceless bytecode (x.py -> x.pyc), or in
     the standard library's zip; the directories above them with their modes;
     and the plugin's own packages whole, with their sources."""
-    import compileall
     import io
+    import py_compile
     import tarfile
     import tempfile
     import zipfile
 
     own = sorted(origins.values())
-    for root in own:
-        # Bytecode for every module of the plugin's own packages, imported or
-        # not (the Dockerfile need not compile them: a step less to rebuild).
-        if os.path.isdir(root):
-            compileall.compile_dir(root, quiet=2)
 
     def mine(path: str) -> bool:
         return any(path == r or path.startswith(r + "/") for r in own)
+
+    # Bytecode for the modules of the plugin's own packages it loaded (the
+    # Dockerfile need not compile them: a step less to rebuild); one it did
+    # not load is compiled when first imported.
+    for source in report.get("own_loaded") or []:
+        if mine(source):
+            py_compile.compile(source, doraise=False, quiet=2)
 
     entries: dict[str, str] = {}  # arcname (no leading /) -> path in the image
     bytecode: dict[str, tuple[str, str]] = {}  # arcname -> (source, cached or "")

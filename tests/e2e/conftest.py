@@ -79,7 +79,16 @@ def bundle(engine_ready: None) -> Iterator[BuiltBundle]:
     start = time.monotonic()
     # A private bundle: never the user's rootfs-build/, nor another run's.
     path = Path(f"/var/tmp/dpk-e2e-bundle-{uuid.uuid4().hex[:8]}")
-    code = main(["--project", str(ROOT / "plugin.toml"), "--bundle", str(path), "build"], out=out)
+    code = main(
+        [
+            "--project",
+            str(ROOT / "reference" / "localvol" / "plugin.toml"),
+            "--bundle",
+            str(path),
+            "build",
+        ],
+        out=out,
+    )
     seconds = time.monotonic() - start
     sys.stderr.write(out.getvalue())
     assert code == 0, f"build failed:\n{out.getvalue()}"
@@ -146,15 +155,28 @@ class Plugin:
 #: Several test sessions may share one daemon (pytest-xdist workers, people
 #: working side by side). Each holds this lock shared for its whole run; a
 #: test that restarts the daemon takes it exclusively, so it waits until no
-#: other session is using the daemon, and none starts meanwhile.
+#: other session is using the daemon, and none starts meanwhile: flock(2)
+#: lets new shared holders in ahead of a waiting exclusive one (with sessions
+#: overlapping, a restart waited for ever), so a session passes GATE (shared)
+#: to take its share, and a restart holds GATE exclusively while it waits.
 DAEMON_LOCK = Path(os.environ.get("DPK_E2E_LOCK", "/run/dpk-e2e.lock"))
+GATE = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".gate")
 _lock_fd: list[int] = []
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _daemon_in_use() -> Iterator[None]:
-    fd = os.open(DAEMON_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    fd = _open(DAEMON_LOCK)
+    gate = _open(GATE)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a restart is pending
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(gate)
     _lock_fd.append(fd)
     try:
         yield
@@ -168,11 +190,13 @@ def engine_restart() -> None:
     test session uses it; skipped where the daemon is not ours to restart,
     except under CI."""
     fd = _lock_fd[0] if _lock_fd else None
+    gate = _open(GATE)
     if fd is not None:
         # Give up this session's share first: two sessions both waiting for
         # the exclusive lock while holding a share would wait for ever.
         fcntl.flock(fd, fcntl.LOCK_UN)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(gate, fcntl.LOCK_EX)  # no new session from now on
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the running ones have finished
     try:
         proc = subprocess.run(
             [str(ROOT / "scripts" / "engine"), "restart"],
@@ -183,6 +207,7 @@ def engine_restart() -> None:
     finally:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_SH)
+        os.close(gate)  # lets new sessions in
     if proc.returncode != 0:
         message = f"cannot restart the daemon: {proc.stderr.strip()}"
         if os.environ.get("CI"):
@@ -277,3 +302,34 @@ def localvol(bundle: BuiltBundle) -> Iterator[Plugin]:
         yield plugin
     finally:
         remove_plugin(plugin)
+
+
+@contextlib.contextmanager
+def reference_bundle(name: str) -> Iterator[Path]:
+    """The bundle of the reference project ``reference/<name>/``, built by the
+    real builder into a private directory, removed at the end."""
+    from plugin.bundle.__main__ import main
+
+    out = io.StringIO()
+    path = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{uuid.uuid4().hex[:8]}")
+    try:
+        project = ROOT / "reference" / name
+        code = main(["--project", str(project), "--bundle", str(path), "build"], out=out)
+        sys.stderr.write(out.getvalue())
+        assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def plugin_pid(plugin_id: str) -> int | None:
+    """The process of a plugin on this host (its cgroup is named by its ID)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if plugin_id in (proc / "cgroup").read_text():
+                return int(proc.name)
+        except OSError:
+            continue  # gone meanwhile
+    return None

@@ -427,13 +427,29 @@ def _mounts_below(base: Path) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def stopped_cleanly() -> Iterator[None]:
+    """SIGTERM (``timeout``, a killed CI job) interrupts like Ctrl-C, so that
+    teardown still stops the private daemon instead of leaving it running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.fixture(scope="session")
 def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
     """A private dockerd for the session (TLS on too), with the test images."""
     daemon = PrivateDaemon(tls=True)
-    try:
-        daemon.start()
-        daemon.load_images(*IMAGES)
-        yield daemon
-    finally:
-        daemon.shutdown()
+    with stopped_cleanly():
+        try:
+            daemon.start()
+            daemon.load_images(*IMAGES)
+            yield daemon
+        finally:
+            daemon.shutdown()

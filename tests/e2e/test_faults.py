@@ -3,7 +3,7 @@ through Create and Mount, the daemon restarted under running containers, a
 full disk under the state file; hostile bytes on the managed plugin's own
 socket; a legacy plugin's socket; the built bundle under --strict.
 
-The kills use localvol's test hook (reference/localvol.py, PAUSE_ENV), switched
+The kills use localvol's test hook (localvol/driver.py, PAUSE_ENV), switched
 on in a copy of the bundle's config.json for a plugin instance of these tests
 only. Each fault injected is counted in the run's summary. The daemon restart
 comes last.
@@ -27,11 +27,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from localvol.driver import PAUSE_ENV
 
-from reference.localvol import PAUSE_ENV
-from tests.unit.test_fuzz import RAW_CASES, _http, big_raw_cases, check_raw, raw_exchange
+from tests.unit.test_fuzz import (
+    RAW_CASES,
+    _http,
+    big_raw_cases,
+    check_raw,
+    parse_responses,
+    raw_exchange,
+)
 
-from ..conftest import Tally
+from ..conftest import PYTHONPATH, Tally
 from .conftest import (
     ROOT,
     TEST_IMAGE,
@@ -151,8 +158,10 @@ def test_hostile_bytes_on_the_managed_plugins_socket(faults: Plugin, tally: Tall
     noise = [rng.randbytes(rng.randrange(1, 400)) for _ in range(40)]
     noise += [b"POST /VolumeDriver.Get HTTP/1.1\r\n" + rng.randbytes(60) for _ in range(20)]
     cases = [*RAW_CASES, *big_raw_cases()]
-    for raw in cases:
-        check_raw(raw, raw_exchange(path, raw), path)
+    for raw, statuses in cases:
+        answer = raw_exchange(path, raw, wait=10 if statuses else 1.0, expect=len(statuses))
+        check_raw(raw, answer, path)
+        assert [status for status, _, _ in parse_responses(answer)] == statuses, raw[:80]
     for raw in noise:
         check_raw(raw, raw_exchange(path, raw, wait=0.5, half_close=True), path)
     tally.add("fuzz cases tried", len(cases) + len(noise))
@@ -236,7 +245,7 @@ def test_disk_full_fails_clearly_and_changes_nothing(
 LEGACY = """
 import sys
 from plugin import serve
-from reference.localvol import LocalVolumes
+from localvol.driver import LocalVolumes
 
 data, socket, group = sys.argv[1:]
 serve(LocalVolumes(data + "/data", data + "/mnt", bind=False), path=socket, group=group)
@@ -256,7 +265,7 @@ def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(tally: Tally) -> Non
     proc = subprocess.Popen(
         [sys.executable, "-c", LEGACY, str(data), socket, group.gr_name],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -287,7 +296,7 @@ def test_the_built_reference_plugin_passes_strict(bundle: BuiltBundle) -> None:
     from plugin.bundle.__main__ import main
 
     out = io.StringIO()
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(bundle.path)]
+    argv = ["--project", str(ROOT / "reference" / "localvol"), "--bundle", str(bundle.path)]
     assert main([*argv, "validate", "--strict"], out=out) == 0, out.getvalue()
     assert "warning" not in out.getvalue()
 

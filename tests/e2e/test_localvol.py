@@ -47,7 +47,7 @@ def test_bundle_is_rendered_from_the_driver(bundle: BuiltBundle) -> None:
         "plugin",
         "--socket",
         "localvol.sock",
-        "reference.localvol:LocalVolumes",
+        "localvol.driver:LocalVolumes",
     ]
     assert os.path.lexists(rootfs / entry[0].lstrip("/"))
     for path in ("run/docker/plugins", "data", "mnt/volumes", "opt/plugin/plugin/volume.py"):

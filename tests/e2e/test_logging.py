@@ -39,42 +39,12 @@ def build(name: str) -> Iterator[Path]:
 
     out = io.StringIO()
     path = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{uuid.uuid4().hex[:8]}")
-    with _buildable(ROOT / "reference" / name) as project:
-        code = main(["--project", str(project), "--bundle", str(path), "build"], out=out)
+    project = ROOT / "reference" / name
+    code = main(["--project", str(project), "--bundle", str(path), "build"], out=out)
     sys.stderr.write(out.getvalue())
     assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _buildable(project: Path) -> Iterator[Path]:
-    """The project's plugin.toml; while the builder only builds the checkout
-    itself (a top-level plugin.toml), a copy of the checkout's runtime and
-    the project's package laid out the way it builds."""
-    if not (ROOT / "plugin.toml").exists():
-        yield project / "plugin.toml"
-        return
-    name = project.name
-    tmp = Path(f"/var/tmp/dpk-e2e-project-{name}-{uuid.uuid4().hex[:8]}")
-    try:
-        shutil.copytree(ROOT / "plugin", tmp / "plugin", ignore=shutil.ignore_patterns("bundle"))
-        shutil.copytree(project / name, tmp / name)
-        (tmp / "scripts").mkdir()
-        shutil.copy(ROOT / "scripts" / "make-base-image", tmp / "scripts")
-        shutil.copy(ROOT / "config.json.j2", tmp)
-        dockerfile = (ROOT / "Dockerfile").read_text()
-        (tmp / "Dockerfile").write_text(
-            dockerfile.replace(
-                "COPY reference/ /opt/plugin/reference/", f"COPY {name}/ /opt/plugin/{name}/"
-            )
-        )
-        text = (project / "plugin.toml").read_text()
-        text = text.split("\n[init]")[0].replace("requirements = []", "")
-        (tmp / "plugin.toml").write_text(text + '\ndockerfile = "Dockerfile"\n')
-        yield tmp / "plugin.toml"
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass

@@ -56,18 +56,10 @@ def build(name: str, tag: str) -> Path:
     """Build reference/<name> with the kit's builder into a private bundle."""
     from plugin.bundle.__main__ import main
 
-    project = ROOT / f".dpk-e2e-{name}-{tag}.toml"
-    source = (ROOT / "reference" / name / "plugin.toml").read_text()
-    # The project's own plugin.toml, with the repository as the build context.
-    text = source.replace('dockerfile = "Dockerfile"\n', "")
-    text = text.replace("[build]\n", f'[build]\ndockerfile = "reference/{name}/Dockerfile"\n', 1)
-    project.write_text(text)
     bundle = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{tag}")
     out = io.StringIO()
-    try:
-        code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
-    finally:
-        project.unlink()
+    project = ROOT / "reference" / name
+    code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
     sys.stderr.write(out.getvalue())
     assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
     return bundle

@@ -30,23 +30,13 @@ LABEL = "io.docker-plugin-kit.bundle"
 
 
 def _project(tmp: Path) -> Path:
-    """A copy of the fixture project (a rebuild test edits its driver); while
-    the builder only builds a checkout-shaped project (a top-level
-    plugin.toml), with the kit's runtime, Dockerfile and template beside it."""
+    """A copy of the fixture project (a rebuild test edits its driver), with
+    the reference plugin's wheelhouse when there is one: the same runtime
+    pins, so nothing is downloaded."""
     shutil.copytree(FIXTURE, tmp, ignore=shutil.ignore_patterns("__pycache__"))
-    if (ROOT / "plugin.toml").exists():
-        shutil.copytree(ROOT / "plugin", tmp / "plugin", ignore=shutil.ignore_patterns("bundle"))
-        (tmp / "scripts").mkdir()
-        shutil.copy(ROOT / "scripts" / "make-base-image", tmp / "scripts")
-        shutil.copy(ROOT / "config.json.j2", tmp)
-        dockerfile = (ROOT / "Dockerfile").read_text()
-        (tmp / "Dockerfile").write_text(
-            dockerfile.replace(
-                "COPY reference/ /opt/plugin/reference/", "COPY lazyvol/ /opt/plugin/lazyvol/"
-            )
-        )
-        if (ROOT / ".build" / "wheels").is_dir():  # the same pins: no download
-            shutil.copytree(ROOT / ".build" / "wheels", tmp / ".build" / "wheels")
+    wheels = ROOT / "reference" / "localvol" / ".build" / "wheels"
+    if wheels.is_dir():
+        shutil.copytree(wheels, tmp / ".build" / "wheels")
     return tmp
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,20 @@ from plugin.bundle._builder import BuildResult
 from tests.unit.test_bundle_config import good, make_rootfs
 from tests.unit.test_bundle_engine import PLUGIN_ID, FakeClient
 
+ROOT = Path(__file__).resolve().parents[2]
+
 TOML = """\
 [plugin]
 name = "acme/vol"
 drivers = ["acme.vol:Volumes"]
 socket = "t.sock"
 """
+
+
+NO_PROJECT = (
+    "error: plugin.toml: not found (a plugin project has a plugin.toml; "
+    "`docker-plugin-kit init DIR` writes one)"
+)
 
 
 def run(*argv: str) -> tuple[int, list[str]]:
@@ -123,7 +132,7 @@ def test_a_missing_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     assert run("validate") == (
         1,
-        ["error: plugin.toml: not found (the project config; see README)"],
+        [NO_PROJECT],
     )
 
 
@@ -135,7 +144,10 @@ def test_a_missing_project_is_reported_before_the_daemon(
 
     monkeypatch.setattr(engine_module, "docker_client", no_daemon)
     monkeypatch.chdir(tmp_path)
-    assert run("enable") == (1, ["error: plugin.toml: not found (the project config; see README)"])
+    assert run("enable") == (
+        1,
+        [NO_PROJECT],
+    )
 
 
 # --- names and usage ----------------------------------------------------------------------
@@ -157,6 +169,42 @@ def test_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"], out=io.StringIO())
     assert exc.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_the_command_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"], out=io.StringIO())
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: docker-plugin-kit [-h]")
+    assert "  init       write a new plugin project: init DIR --type TYPE [--name NAME]" in out
+    with pytest.raises(SystemExit):
+        main(["frobnicate"], out=io.StringIO())
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith("docker-plugin-kit: error: argument COMMAND: invalid choice: 'frobnicate'")
+    )
+
+
+def test_the_packaged_scripts_run(capfd: pytest.CaptureFixture[str]) -> None:
+    # scripts/registry is a thin caller of the packaged one: the same answer.
+    assert main(["registry", "url"], out=io.StringIO()) == 0
+    assert capfd.readouterr().out == "localhost:5000\n"
+    with pytest.raises(SystemExit):
+        main(["registry", "nonsense"], out=io.StringIO())
+    thin = subprocess.run(
+        [str(ROOT / "scripts" / "registry"), "url"], capture_output=True, text=True, check=True
+    )
+    assert thin.stdout == "localhost:5000\n"
+
+
+def test_a_failing_script_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "registry").write_text("echo 'registry: error: no' >&2; exit 3\n")
+    monkeypatch.setattr("plugin.bundle._rootfs.SCRIPTS", tmp_path)
+    out = io.StringIO()
+    assert main(["registry", "start"], out=out) == 1
+    assert out.getvalue() == "error: registry start failed (exit status 3, see above)\n"
 
 
 def test_set_needs_a_setting(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol.driver import DATA
 
 from plugin import Args, Device, Env, Mount
+from plugin._requirements import requirements
 from plugin.bundle import (
     ConfigError,
     ImageFacts,
@@ -23,9 +25,8 @@ from plugin.bundle import (
 from plugin.bundle._builder import render_bundle_config, validate_bundle
 from plugin.bundle._config import read_config, resolve_in_rootfs, template_context
 from plugin.bundle._rootfs import make_dirs
-from plugin.manifest import LOG_LEVEL, requirements
+from plugin.manifest import LOG_LEVEL
 from plugin.volume import VolumeDriver
-from reference.localvol import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "config.json.j2"
@@ -104,7 +105,7 @@ def errors(message: str, field: str) -> list[Problem]:
 
 
 def test_the_reference_plugin_renders_from_its_declarations(rootfs: Path) -> None:
-    project = load_project(ROOT / "plugin.toml")
+    project = load_project(ROOT / "reference" / "localvol" / "plugin.toml")
     config, warnings = render_bundle_config(project, IMAGE_ATTRS, rootfs)
     assert warnings == []
     assert config == {
@@ -118,7 +119,7 @@ def test_the_reference_plugin_renders_from_its_declarations(rootfs: Path) -> Non
             "plugin",
             "--socket",
             "localvol.sock",
-            "reference.localvol:LocalVolumes",
+            "localvol.driver:LocalVolumes",
         ],
         "workdir": "/opt/plugin",
         "interface": {"types": ["docker.volumedriver/1.0"], "socket": "localvol.sock"},

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from plugin.bundle import Project, ProjectError, load_project, normalize_name
+from plugin.bundle._project import KEYS, TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
@@ -37,21 +38,29 @@ def error(tmp_path: Path, text: str) -> str:
 
 
 def test_the_reference_project() -> None:
-    project = load_project(ROOT / "plugin.toml")
+    here = ROOT / "reference" / "localvol"
+    project = load_project(here)  # the directory is enough
     assert project == Project(
-        root=ROOT,
+        root=here,
         name="localvol:latest",
-        drivers=("reference.localvol:LocalVolumes",),
+        drivers=("localvol.driver:LocalVolumes",),
         socket="localvol.sock",
         description="Local directory volumes (docker-plugin-kit reference plugin)",
         documentation="https://github.com/docker-plugin-kit/docker-plugin-kit",
-        dockerfile="Dockerfile",
-        base_image="python:3.11-slim-bookworm",
-        fallback_base_image="docker-plugin-kit/python:bookworm",
         slim=True,
     )
-    assert project.bundle_dir == ROOT / "rootfs-build"
+    assert project.bundle_dir == here / "rootfs-build"
     assert project.image_tag == "localvol-rootfs:build"
+    # The kit's own Dockerfile and template: the project has neither.
+    assert project.dockerfile_path == TEMPLATES / "Dockerfile"
+    assert project.template_path == TEMPLATES / "config.json.j2"
+    assert project.own_packages == ("localvol",)
+
+
+def test_the_checkout_links_to_the_kit_defaults() -> None:
+    for name in ("Dockerfile", "config.json.j2"):
+        assert (ROOT / name).is_symlink()
+        assert (ROOT / name).resolve() == (TEMPLATES / name).resolve()
 
 
 def test_every_key(tmp_path: Path) -> None:
@@ -68,12 +77,19 @@ entrypoint = ["/opt/venv/bin/python", "-m", "acme"]
 
 [build]
 dockerfile = "build/Dockerfile"
+config_template = "build/config.json.j2"
+packages = ["acme", "helpers"]
 base_image = "python:3.12-slim"
 fallback_base_image = "acme/python:base"
 python = "/opt/venv/bin/python"
 requirements = ["requests==2.32.3"]
 output = "out"
-slim = true
+slim = false
+
+[init]
+kit_version = "0.1.0"
+type = "volume"
+name = "acme/vol"
 """,
     )
     assert load_project(path) == Project(
@@ -84,13 +100,15 @@ slim = true
         description="d",
         documentation="https://example.invalid",
         dockerfile="build/Dockerfile",
+        config_template="build/config.json.j2",
+        packages=("acme", "helpers"),
         base_image="python:3.12-slim",
         fallback_base_image="acme/python:base",
         python="/opt/venv/bin/python",
         requirements=("requests==2.32.3",),
         output="out",
         entrypoint=("/opt/venv/bin/python", "-m", "acme"),
-        slim=True,
+        slim=False,
     )
 
 
@@ -101,6 +119,46 @@ def test_defaults(tmp_path: Path) -> None:
     )
     assert project.bundle_dir == tmp_path / "rootfs-build"
     assert project.image_tag == "acme/vol-rootfs:build"
+    assert project.slim is True
+    assert project.own_packages == ("acme",)
+    assert project.dockerfile_path == TEMPLATES / "Dockerfile"
+    assert project.template_path == TEMPLATES / "config.json.j2"
+
+
+def test_the_socket_defaults_to_the_name(tmp_path: Path) -> None:
+    text = GOOD.replace('socket = "vol.sock"\n', "")
+    assert load_project(write(tmp_path, text)).socket == "vol.sock"
+    long = text.replace('"acme/vol"', '"acme/' + "v" * 19 + ':1.0"')
+    assert error(tmp_path, long) == (
+        f"plugin.socket (the default, from plugin.name): '{'v' * 19}.sock' is 24 characters; "
+        "the daemon's limit is 23 (its socket path must fit in 108 bytes)"
+    )
+
+
+def test_paths_are_relative_to_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "proj" / "config.json.j2").write_text("{}\n")
+    write(tmp_path / "proj", GOOD + '[build]\nrequirements = ["requests>=2", "./w/a.whl"]\n')
+    monkeypatch.chdir(tmp_path)
+    project = load_project("proj")
+    assert project.root == tmp_path / "proj"
+    # The project's own files win over the kit's.
+    assert project.dockerfile_path == tmp_path / "proj" / "Dockerfile"
+    assert project.template_path == tmp_path / "proj" / "config.json.j2"
+    assert project.requirement_args() == ["requests>=2", str(tmp_path / "proj" / "w" / "a.whl")]
+    assert project.bundle_dir == tmp_path / "proj" / "rootfs-build"
+
+
+def test_every_key_is_documented() -> None:
+    assert [k.dotted for k in KEYS] == [
+        "plugin.name", "plugin.drivers", "plugin.socket", "plugin.description",
+        "plugin.documentation", "plugin.entrypoint", "build.requirements", "build.packages",
+        "build.dockerfile", "build.config_template", "build.base_image",
+        "build.fallback_base_image", "build.python", "build.slim", "build.keep", "build.output",
+        "init.kit_version", "init.type", "init.name",
+    ]  # fmt: skip
+    assert all(k.default and k.doc for k in KEYS)
 
 
 def test_image_tag() -> None:
@@ -117,7 +175,10 @@ def test_a_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "plugin.toml"
     with pytest.raises(ProjectError) as exc:
         load_project(path)
-    assert str(exc.value) == f"{path}: not found (the project config; see README)"
+    assert str(exc.value) == (
+        f"{path}: not found (a plugin project has a plugin.toml; "
+        "`docker-plugin-kit init DIR` writes one)"
+    )
 
 
 def test_invalid_toml(tmp_path: Path) -> None:
@@ -128,18 +189,33 @@ def test_invalid_toml(tmp_path: Path) -> None:
 
 def test_unknown_tables_and_keys(tmp_path: Path) -> None:
     assert error(tmp_path, GOOD + "[extra]\na = 1\n") == (
-        "unknown table [extra] (known: plugin, build)"
+        "unknown table [extra] (known: build, init, plugin)"
+    )
+    assert error(tmp_path, GOOD + "[bulid]\na = 1\n") == (
+        "unknown table [bulid] (did you mean [build]?)"
     )
     assert error(tmp_path, "name = 'x'\n" + GOOD) == (
-        "unknown key 'name' outside a table (known tables: plugin, build)"
+        "unknown key 'name' outside a table (did you mean plugin.name?)"
+    )
+    assert error(tmp_path, "colour = 'x'\n" + GOOD) == (
+        "unknown key 'colour' outside a table (known tables: plugin, build, init)"
     )
     assert error(tmp_path, GOOD + "sockets = 'x'\n") == (
-        "unknown key plugin.sockets (known: description, documentation, drivers, entrypoint, "
-        "name, socket)"
+        "unknown key plugin.sockets (did you mean plugin.socket?)"
     )
-    assert error(tmp_path, GOOD + "[build]\nimage = 'x'\n") == (
-        "unknown key build.image (known: base_image, dockerfile, fallback_base_image, keep, "
-        "output, python, requirements, slim)"
+    assert error(tmp_path, GOOD + "slim = true\n") == (
+        "unknown key plugin.slim (did you mean build.slim?)"
+    )
+    assert error(tmp_path, GOOD + "[build]\nrequirement = ['x']\n") == (
+        "unknown key build.requirement (did you mean build.requirements?)"
+    )
+    assert error(tmp_path, GOOD + "[build]\ncolour = 'x'\n") == (
+        "unknown key build.colour (known: base_image, config_template, dockerfile, "
+        "fallback_base_image, keep, output, packages, python, requirements, slim)"
+    )
+    assert error(tmp_path, GOOD + "[init]\ntype = 1\n") == "init.type must be a string"
+    assert error(tmp_path, GOOD + "[build]\npackages = ['a.b']\n") == (
+        "build.packages: 'a.b' must be a top-level package or module name (no dots, no paths)"
     )
     assert error(tmp_path, GOOD + "[build]\nslim = 'yes'\n") == "build.slim must be true or false"
     assert error(tmp_path, GOOD + "[build]\nkeep = ['usr/share/zoneinfo']\n") == (
@@ -160,11 +236,8 @@ def test_required_keys(tmp_path: Path) -> None:
     assert error(tmp_path, "[plugin]\nname = 'a'\ndrivers = []\nsocket = 's.sock'\n") == (
         "plugin.drivers is required (e.g. ['mypkg.driver:MyVolumes'])"
     )
-    assert error(tmp_path, "[plugin]\nname = 'a'\ndrivers = ['m:C']\n") == (
-        "plugin.socket is required"
-    )
     assert error(tmp_path, "[plugin]\nname = 'a'\ndrivers = ['m:C']\nsocket = ''\n") == (
-        "plugin.socket is required"
+        "plugin.socket must not be empty"
     )
 
 
@@ -197,7 +270,8 @@ def test_a_bad_socket(tmp_path: Path) -> None:
     )
     long = "a" * 19 + ".sock"
     assert error(tmp_path, GOOD.replace('"vol.sock"', repr(long))) == (
-        f"plugin.socket: '{long}' is 24 characters; the daemon's limit is 23"
+        f"plugin.socket: '{long}' is 24 characters; the daemon's limit is 23 "
+        "(its socket path must fit in 108 bytes)"
     )
 
 
@@ -253,3 +327,14 @@ def test_a_digest_is_not_a_name() -> None:
 )
 def test_normalize_name(name: str, normal: str) -> None:
     assert normalize_name(name) == normal
+
+
+def test_the_readme_documents_every_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for key in KEYS:
+        assert key.row() in readme.splitlines(), key.dotted
+
+
+def test_the_readme_says_how_to_write_your_own_plugin_first() -> None:
+    headings = [line for line in (ROOT / "README.md").read_text().splitlines() if line[:3] == "## "]
+    assert headings[:2] == ["## The two commands", "## Write your own plugin"]

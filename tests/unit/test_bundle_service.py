@@ -40,6 +40,8 @@ class HostVolumes(VolumeDriver):
     def list(self): ...
 """
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -76,7 +78,8 @@ def test_a_socket_activated_service(project: Path) -> None:
     service = (out / "hostvol.service").read_text().splitlines()
     section = service[service.index("[Service]") + 1 : service.index("[Install]")]
     assert section == [
-        f"Environment=PYTHONPATH={project}",
+        # The project, then the kit these tests run (a checkout, not installed).
+        f"Environment=PYTHONPATH={project}:{ROOT}",
         "Environment=PYTHONUNBUFFERED=1",
         'Environment="PLUGIN_MOUNT_DATA=/srv/host vols"',
         "Environment=PLUGIN_MOUNT_CACHE_DIR=/var/cache/hostvol",
@@ -169,7 +172,7 @@ def test_a_mount_is_found_at_its_host_directory_outside_the_plugin_manager(
 def test_localvol_as_a_host_service_uses_the_host_directories(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from reference.localvol import LocalVolumes
+    from localvol.driver import LocalVolumes
 
     monkeypatch.setenv("PLUGIN_MOUNT_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("PLUGIN_PROPAGATED_MOUNT", str(tmp_path / "mounts"))

@@ -177,7 +177,7 @@ def test_entries_reach_on_entry_in_order_off_the_event_loop(fifo: Fifo) -> None:
         assert stop(client, fifo) == {}
     assert driver.got == sent
     assert driver.stopped == [("/web", 10000)]
-    assert all(name.startswith("log ") for name in driver.threads)
+    assert driver.threads and all(name.startswith("log ") for name in driver.threads)
 
 
 def test_stop_drains_what_is_buffered_without_waiting_for_eof(fifo: Fifo) -> None:

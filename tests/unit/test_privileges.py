@@ -4,12 +4,14 @@ legacy plugin's socket is 0660 with a chosen group (plugin/_serve.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import io
 import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -20,20 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol.driver import LocalVolumes
 
+from plugin._requirements import requirements
 from plugin.bundle import Problem, check_config, load_project, validate_config
 from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
 from plugin.ipam import IpamDriver
-from plugin.manifest import requirements
 from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
-from reference.localvol import LocalVolumes
+from tests.conftest import PYTHONPATH
 from tests.unit.test_bundle_config import IMAGE_ATTRS, good, make_rootfs, with_
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCALVOL = ROOT / "reference" / "localvol"
 
 ALL_DEVICES = (
     "linux.allowAllDevices: gives the plugin every device of the host; list the devices it "
@@ -98,6 +102,47 @@ def test_host_network_for_a_volume_plugin_only() -> None:
         interface = {"types": types, "socket": "t.sock"}
         assert warnings(with_(network={"type": "host"}, interface=interface)) == []
     assert warnings(with_(network={"type": ""})) == []
+
+
+AUTHZ_NETWORK = (
+    "network.type: 'host' gives an authorization plugin the host's network; it needs it only "
+    'to fetch its policy from elsewhere (otherwise use "")'
+)
+PROPAGATED = (
+    "propagatedMount: shares the plugin's mounts with the host; only a volume plugin has use "
+    "for it (leave it out)"
+)
+
+
+def typed(*types: str, **changes: Any) -> dict[str, Any]:
+    config = with_(interface={"types": list(types), "socket": "t.sock"})
+    del config["propagatedMount"]  # a volume plugin's
+    config.update(changes)
+    return config
+
+
+def test_host_network_for_an_authorization_plugin_only() -> None:
+    authz = "docker.authz/1.0"
+    assert warnings(typed(authz, network={"type": "host"})) == [AUTHZ_NETWORK]
+    assert warnings(typed(authz, network={"type": ""})) == []
+    # A secret provider may reach a vault; a plugin of two types has its reasons.
+    assert warnings(typed("docker.secretprovider/1.0", network={"type": "host"})) == []
+    both = typed(authz, "docker.networkdriver/1.0", network={"type": "host"})
+    assert warnings(both) == []
+
+
+def test_a_propagated_mount_for_authorization_and_secrets() -> None:
+    for types in (
+        ["docker.authz/1.0"],
+        ["docker.secretprovider/1.0"],
+        ["docker.authz/1.0", "docker.secretprovider/1.0"],
+    ):
+        config = typed(*types, propagatedMount="/mnt/volumes")
+        assert warnings(config) == [PROPAGATED], types
+        assert warnings(typed(*types)) == [], types
+    mixed = typed("docker.authz/1.0", "docker.volumedriver/1.0", propagatedMount="/mnt/volumes")
+    assert warnings(mixed) == []
+    assert warnings(good()) == []  # a volume plugin's
 
 
 IPAM_HOST_NETWORK = (
@@ -257,13 +302,13 @@ def reference_bundle(tmp_path: Path) -> Path:
     """The reference plugin's config.json as the builder renders it, in a bundle."""
     bundle = tmp_path / "bundle"
     rootfs = make_rootfs(bundle / "rootfs")
-    config, _ = render_bundle_config(load_project(ROOT / "plugin.toml"), IMAGE_ATTRS, rootfs)
+    config, _ = render_bundle_config(load_project(LOCALVOL / "plugin.toml"), IMAGE_ATTRS, rootfs)
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 
 
 def test_the_reference_plugin_asks_for_nothing_broad(reference_bundle: Path) -> None:
-    project = load_project(ROOT / "plugin.toml")
+    project = load_project(LOCALVOL / "plugin.toml")
     declared = requirements(load_drivers(project))
     config = json.loads((reference_bundle / "config.json").read_text())
     assert check_config(config, reference_bundle / "rootfs", declared=declared) == []
@@ -277,7 +322,7 @@ def run(*argv: str) -> tuple[int, list[str]]:
 
 
 def test_the_reference_plugin_passes_strict(reference_bundle: Path) -> None:
-    project = str(ROOT / "plugin.toml")
+    project = str(LOCALVOL / "plugin.toml")
     assert run("--project", project, "--bundle", str(reference_bundle), "validate", "--strict") == (
         0,
         [
@@ -298,7 +343,13 @@ def test_strict_turns_warnings_into_a_failure(reference_bundle: Path) -> None:
         "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
         "(they declare CAP_SYS_ADMIN)"
     )
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle), "validate"]
+    argv = [
+        "--project",
+        str(LOCALVOL / "plugin.toml"),
+        "--bundle",
+        str(reference_bundle),
+        "validate",
+    ]
     assert run(*argv) == (
         0,
         [
@@ -333,7 +384,7 @@ def test_strict_create_sends_nothing_to_the_daemon(
     monkeypatch.setattr(_engine, "docker_client", lambda timeout=600: client)
     path = reference_bundle / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "pidHost": True}))
-    argv = ["--project", str(ROOT / "plugin.toml"), "--bundle", str(reference_bundle)]
+    argv = ["--project", str(LOCALVOL / "plugin.toml"), "--bundle", str(reference_bundle)]
     assert run(*argv, "create", "--strict") == (
         1,
         [
@@ -387,16 +438,23 @@ def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-c", LEGACY, path, *group],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Until it listens: the socket file exists from bind(), its mode and
+    # group are set before listen().
     deadline = time.monotonic() + 15
-    while not os.path.exists(path):
+    while True:
         assert proc.poll() is None, "the plugin exited"
-        assert time.monotonic() < deadline
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+                return proc
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "the plugin did not listen within 15 s"
         time.sleep(0.02)
-    return proc
 
 
 def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
@@ -422,3 +480,55 @@ def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.mark.parametrize("name", ["policyauthz", "filesecrets"])
+def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path: Path) -> None:
+    project_file = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    project = load_project(project_file)
+    if not (project.root / "config.json.j2").exists():
+        # Until the builder gives every project the kit's default template.
+        project = dataclasses.replace(project, root=ROOT)
+    declared = requirements(load_drivers(project))
+    for mount in declared.mounts:  # as the build creates them
+        (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
+    config, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == []
+    (bundle / "config.json").write_text(json.dumps(config))
+    # No capability, no network, no propagated mount; one read-only mount.
+    assert check_config(config, rootfs, declared=declared) == []
+    assert (declared.linux_capabilities, declared.network, declared.propagated_mount) == (
+        (),
+        "",
+        None,
+    )
+    assert [(m.name, m.options) for m in declared.mounts] == [
+        ({"policyauthz": "policy", "filesecrets": "secrets"}[name], ("rbind", "ro"))
+    ]
+    assert run("--project", str(project_file), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
+
+
+def test_a_build_warns_once_about_capabilities_its_drivers_do_not_declare(
+    tmp_path: Path,
+) -> None:
+    # The template asks for one capability more than LocalVolumes declares;
+    # the build's own check reports it, with the drivers it loaded.
+    project = load_project(LOCALVOL / "plugin.toml")
+    template = tmp_path / "config.json.j2"
+    text = project.template_path.read_text()
+    line = '"capabilities": {{ capabilities | tojson }}'
+    assert line in text
+    more = '"capabilities": {{ ((capabilities | list) + ["CAP_NET_ADMIN"]) | tojson }}'
+    template.write_text(text.replace(line, more))
+    project = dataclasses.replace(project, config_template=str(template))
+    rootfs = make_rootfs(tmp_path / "bundle" / "rootfs")
+    _, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == [
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    ]

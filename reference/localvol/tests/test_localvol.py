@@ -1,4 +1,4 @@
-"""The reference volume plugin, driven the way the daemon drives it."""
+"""localvol, driven the way the daemon drives it."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localvol import driver as localvol
+from localvol.driver import DATA, LocalVolumes, StateError
 
 from plugin import Mount
 from plugin.__main__ import main as plugin_main
-from plugin.manifest import requirements
+from plugin._requirements import requirements
 from plugin.testing import PluginClient
 from plugin.volume import CreateRequest
-from reference import localvol
-from reference.localvol import DATA, LocalVolumes, StateError
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 T1 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -383,6 +383,53 @@ def test_restart_keeps_volumes_options_created_at_and_refs(
         assert post(again, "Path", {"Name": "v"}) == (200, {"Mountpoint": ""})
 
 
+def test_remove_refuses_a_volume_this_process_mounted_until_it_is_unmounted(
+    client: PluginClient, data: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    assert post(client, "Mount", {"Name": "v", "ID": ID_A})[0] == 200
+    assert post(client, "Mount", {"Name": "v", "ID": ID_B})[0] == 200
+
+    def refused(count: int) -> tuple[int, Any]:
+        return (
+            500,
+            {
+                "Err": f'cannot remove volume "v": volume has active mounts ({count} since the '
+                "plugin started; they must be unmounted first)"
+            },
+        )
+
+    assert post(client, "Remove", {"Name": "v"}) == refused(2)
+    assert post(client, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
+    assert post(client, "Remove", {"Name": "v"}) == refused(1)
+    assert (data / "volumes" / "v").is_dir()  # refused: nothing moved
+    assert post(client, "Unmount", {"Name": "v", "ID": ID_B}) == (200, {})
+    assert post(client, "Remove", {"Name": "v"}) == (200, {})
+    assert state(data)["volumes"] == {}
+
+
+def test_mounts_recorded_before_a_restart_do_not_block_remove(
+    client: PluginClient, data: Path, tmp_path: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    assert post(client, "Create", {"Name": "w"}) == (200, {})
+    assert post(client, "Mount", {"Name": "v", "ID": ID_A})[0] == 200
+    assert post(client, "Mount", {"Name": "w", "ID": ID_A})[0] == 200
+    client.close()
+    with restart(data, tmp_path) as again:
+        # Still recorded (and reported) as mounted...
+        assert state(data)["volumes"]["v"]["mounts"] == [ID_A]
+        assert get(again, "v")["Volume"]["Status"]["mounts"] == 1
+        # ...but made by the process before: the daemon decides.
+        assert post(again, "Remove", {"Name": "v"}) == (200, {})
+        # A mount made after the restart counts again.
+        assert post(again, "Mount", {"Name": "w", "ID": ID_B})[0] == 200
+        assert post(again, "Remove", {"Name": "w"})[0] == 500
+        assert post(again, "Unmount", {"Name": "w", "ID": ID_B}) == (200, {})
+        assert post(again, "Remove", {"Name": "w"}) == (200, {})
+        assert state(data)["volumes"] == {}
+
+
 def test_no_temp_files_are_left_behind(client: PluginClient, data: Path) -> None:
     for i in range(5):
         assert post(client, "Create", {"Name": f"v{i}"}) == (200, {})
@@ -674,7 +721,7 @@ def test_python_m_plugin_fails_fast_on_corrupt_state(
     monkeypatch.setattr(LocalVolumes, "propagated_mount", str(tmp_path / "mnt"))
     make_state(data, {})
     (data / "state.json").write_text("{")
-    code = plugin_main(["--path", str(tmp_path / "s.sock"), "reference.localvol:LocalVolumes"])
+    code = plugin_main(["--path", str(tmp_path / "s.sock"), "localvol.driver:LocalVolumes"])
     assert code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err

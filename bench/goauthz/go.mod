@@ -1,0 +1,3 @@
+module goauthz
+
+go 1.19

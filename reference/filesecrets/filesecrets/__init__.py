@@ -1,0 +1,1 @@
+"""filesecrets: the kit's reference secret provider (see driver.py)."""

@@ -1,0 +1,6 @@
+"""Makes the project's packages importable in its tests, wherever pytest runs."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
