@@ -20,7 +20,7 @@ modules) as files, sourceless ``.pyc`` but for sources read at run time. The
 plugin's own packages stay whole, with their sources. Debug sections of ELF
 files (for debuggers, never loaded; httptools' wheel ships 1.3 MB of them)
 are dropped. What of the standard library cannot matter to a plugin (test
-suites, IDLE, terminal interfaces, NIS, ensurepip; see
+suites, IDLE, terminal interfaces, NIS, ensurepip, lib2to3; see
 ``_slim_probe.EXCLUDED`` for why) is left out, and so is a module the image
 itself cannot import.
 
