@@ -503,6 +503,8 @@ _TRY = {
     ),
 }
 AUTHZ = "docker.authz/1.0"
+#: Types the daemon looks up by the plugin's exact name, tag included.
+_BY_FULL_NAME = {"docker.networkdriver/1.0", "docker.ipamdriver/1.0"}
 
 
 def authz_advice(name: str, engine: Any) -> list[str]:
@@ -555,6 +557,12 @@ def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = No
     for kind in types:
         if kind in _TRY:
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    if set(types) & _BY_FULL_NAME:
+        lines.append(
+            "  (the daemon finds network and IPAM drivers by their full name, tag included: "
+            f'{name}; without the tag it answers "could not resolve driver" or "invalid ipam '
+            'driver")'
+        )
     if AUTHZ in types and engine is not None:
         lines += authz_advice(name, engine)
     settable = [

@@ -488,9 +488,6 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
     bundle = tmp_path / "bundle"
     rootfs = make_rootfs(bundle / "rootfs")
     project = load_project(project_file)
-    if not (project.root / "config.json.j2").exists():
-        # Until the builder gives every project the kit's default template.
-        project = dataclasses.replace(project, root=ROOT)
     declared = requirements(load_drivers(project))
     for mount in declared.mounts:  # as the build creates them
         (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
@@ -508,6 +505,24 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
         ({"policyauthz": "policy", "filesecrets": "secrets"}[name], ("rbind", "ro"))
     ]
     assert run("--project", str(project_file), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
+
+
+@pytest.mark.parametrize("name", ["filelog", "metricsexport"])
+def test_the_log_and_metrics_reference_plugins_pass_strict(tmp_path: Path, name: str) -> None:
+    project = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    (rootfs / "logs").mkdir()
+    config, _ = render_bundle_config(load_project(project), IMAGE_ATTRS, rootfs)
+    (bundle / "config.json").write_text(json.dumps(config))
+    declared = requirements(load_drivers(load_project(project)))
+    assert check_config(config, rootfs, declared=declared) == []
+    assert declared.linux_capabilities == ()
+    assert declared.network == ("host" if name == "metricsexport" else "")
+    assert run("--project", str(project), "--bundle", str(bundle), "validate", "--strict") == (
         0,
         [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
     )
