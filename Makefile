@@ -7,7 +7,7 @@ DPK = $(PYTHON) -m plugin.bundle
 EACH = for project in $(REFERENCES); do \
 	PYTHONPATH=$(CURDIR) $(MAKE) --no-print-directory -C $$project DPK="$(DPK)" PYTHON="$(PYTHON)"
 
-.PHONY: plugin build enable disable clean test bench deps engine
+.PHONY: plugin build enable disable dev clean test bench deps engine
 
 ## plugin: build every reference plugin, create it (replacing it) and enable it
 plugin: deps engine
@@ -22,6 +22,13 @@ enable:
 
 disable:
 	@$(EACH) disable || exit 1; done
+
+## dev: dev mode for one reference plugin (REF=localvol): it runs reference/$(REF)/
+## from this checkout and reloads on every save; Ctrl-C leaves it
+REF ?= localvol
+dev: deps engine
+	@PYTHONPATH=$(CURDIR) $(MAKE) --no-print-directory -C reference/$(REF) DPK="$(DPK)" \
+		PYTHON="$(PYTHON)" dev
 
 ## clean: remove the plugins these projects made, their bundles and build caches
 clean:

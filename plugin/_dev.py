@@ -76,7 +76,7 @@ IMPORT_TIMEOUT = 60.0
 #: How long a server may take to stop (it gives calls in flight 8 s).
 STOP_TIMEOUT = 9.0
 #: How long a stopping server waits for requests on the connections it has
-#: just accepted (see _drain_first).
+#: just accepted (see _hand_over_on_shutdown).
 DRAIN = 0.1
 #: A server that exits by itself this soon after starting is not restarted.
 CRASH_WINDOW = 2.0
@@ -166,14 +166,38 @@ def _diff(before: dict[str, Stamp], after: dict[str, Stamp]) -> set[str]:
 # --- the supervisor -----------------------------------------------------------------
 
 
+#: Most descriptors one message carries (kept connections handed over).
+MAX_FDS = 64
+#: Longest message (a traceback is cut to fit).
+MAX_MESSAGE = 60_000
+
+
+def send_message(
+    channel: socketlib.socket, message: dict[str, Any], fds: Sequence[int] = ()
+) -> None:
+    """One JSON message on a SOCK_SEQPACKET channel, with ``fds`` attached."""
+    data = json.dumps(message).encode()
+    if len(data) > MAX_MESSAGE and "detail" in message:
+        message = {**message, "detail": str(message["detail"])[-MAX_MESSAGE // 2 :]}
+        data = json.dumps(message).encode()
+    for at in range(0, len(fds), MAX_FDS):  # never more than MAX_FDS at a time
+        chunk = list(fds[at : at + MAX_FDS])
+        if at + MAX_FDS < len(fds):
+            socketlib.send_fds(channel, [json.dumps({"state": "fds"}).encode()], chunk)
+        else:
+            socketlib.send_fds(channel, [data], chunk)
+            return
+    channel.send(data)
+
+
 @dataclass
 class _Child:
-    """One server process and its two pipes: JSON lines from it (status),
-    commands to it (control; its end of file stops the child)."""
+    """One server process and the channel to it (a SOCK_SEQPACKET socket
+    pair): JSON messages both ways, descriptors attached to some. Its end
+    of file (the supervisor gone) stops the child."""
 
     proc: subprocess.Popen[bytes]
-    status: int
-    control: int
+    channel: socketlib.socket | None
     generation: int
     started: float
     changed: list[str] = field(default_factory=list)
@@ -181,41 +205,54 @@ class _Child:
     error_mode: bool = False
     serving: bool = False
     exit: int | None = None
-    buffer: bytes = b""
     pending: list[dict[str, Any]] = field(default_factory=list)
+    #: Connections it handed over when it stopped (descriptors).
+    handed: list[int] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, command: str) -> None:
+    @property
+    def fileno(self) -> int:
+        return self.channel.fileno() if self.channel is not None else -1
+
+    def send(self, command: str, fds: Sequence[int] = ()) -> None:
+        if self.channel is None:
+            return
         with contextlib.suppress(OSError):
-            os.write(self.control, command.encode() + b"\n")
+            send_message(self.channel, {"cmd": command}, fds)
 
     def read(self) -> None:
-        """Queue the complete lines the child has written so far."""
-        if self.status < 0:
-            return
-        while True:
+        """Queue the messages the child has sent so far."""
+        while self.channel is not None:
             try:
-                chunk = os.read(self.status, 65536)
+                data, fds, _, _ = socketlib.recv_fds(self.channel, MAX_MESSAGE * 2, MAX_FDS)
             except BlockingIOError:
-                break
+                return
             except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            self.buffer += chunk
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+                data, fds = b"", []
+            if not data:
+                return  # its end is closed: it exited
+            self.handed += fds
             with contextlib.suppress(ValueError):
-                self.pending.append(json.loads(line))
+                msg = json.loads(data)
+                if msg.get("state") not in ("fds", "handoff"):
+                    self.pending.append(msg)
+
+    def take_handed(self) -> list[int]:
+        self.read()
+        fds, self.handed = self.handed, []
+        return fds
 
     def close(self) -> None:
-        for fd in (self.status, self.control):
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        for fd in self.handed:  # not taken: nobody will serve them
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.status = self.control = -1
+        self.handed = []
 
 
 class Supervisor:
@@ -277,7 +314,8 @@ class Supervisor:
             try:
                 self._serve()
             finally:
-                self._stop(*self.children.values())
+                for fd in self._stop(*self.children.values()):
+                    os.close(fd)  # the plugin stops: so do its connections
                 self.sock.close()
                 with contextlib.suppress(OSError):
                     if _identity(self.where) == ours:  # never a successor's socket
@@ -312,6 +350,7 @@ class Supervisor:
                     continue
             changed = watcher.changes()
             if changed and not self.stopping:
+                self._forget_bytecode(changed)
                 self._next(changed, time.monotonic())
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -342,12 +381,13 @@ class Supervisor:
                 child = self._spawn(error=str(msg["error"]))
                 self._await(child, IMPORT_TIMEOUT)
             child.error_mode = True
-            child.send("go")  # it answers every call with the error
+            self._go(child, [])  # it answers every call with the error
             self.current = child
             return
+        handed: list[int] = []
         if self.current is not None:
-            self._stop(self.current)
-        child.send("go")
+            handed = self._stop(self.current)
+        self._go(child, handed)
         self.current = child
         # Its "serving" (or the failure to make the drivers), handled as it comes.
         self._await(child, 5.0, keep=True)
@@ -425,39 +465,46 @@ class Supervisor:
                 replacement = self._spawn(error=error)
                 replacement.error_mode = True
                 self._await(replacement, IMPORT_TIMEOUT)
-                replacement.send("go")
+                self._go(replacement, [])
                 self.current = replacement
             return
         log.error("the server %s; starting it again", reason)
         self.event("exited", generation=child.generation, error=f"the server {reason}")
         self._next([], time.monotonic())
 
+    def _forget_bytecode(self, changed: list[str]) -> None:
+        """Remove the bytecode of changed files: it records the source's
+        mtime in whole seconds and its size, so a save within the second that
+        keeps the size would otherwise run the old code."""
+        import importlib.util
+
+        for rel in changed:
+            with contextlib.suppress(OSError, ValueError):
+                os.unlink(importlib.util.cache_from_source(os.path.join(self.root, rel)))
+
     # -- children -------------------------------------------------------------------
 
     def _spawn(self, error: str | None = None) -> _Child:
         assert self.sock is not None
         self.generation += 1
-        status_r, status_w = os.pipe()
-        control_r, control_w = os.pipe()
+        ours, theirs = socketlib.socketpair(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
         listen = self.sock.fileno()
         cmd = [sys.executable, "-u", "-m", "plugin._dev", "--child"]
-        cmd += ["--fds", f"{listen},{status_w},{control_r}"]
+        cmd += ["--fds", f"{listen},{theirs.fileno()}"]
         if self.log_level:
             cmd += ["--log-level", self.log_level]
         if error is not None:
             cmd += ["--error", error]
         cmd += ["--", *self.drivers]
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(listen, status_w, control_r), cwd=self.root)
+            proc = subprocess.Popen(cmd, pass_fds=(listen, theirs.fileno()), cwd=self.root)
         except BaseException:
-            for fd in (status_r, control_w):
-                os.close(fd)
+            ours.close()
             raise
         finally:
-            os.close(status_w)
-            os.close(control_r)
-        os.set_blocking(status_r, False)
-        child = _Child(proc, status_r, control_w, self.generation, time.monotonic())
+            theirs.close()
+        ours.setblocking(False)
+        child = _Child(proc, ours, self.generation, time.monotonic())
         child.error_mode = error is not None
         self.children[proc.pid] = child
         return child
@@ -490,7 +537,7 @@ class Supervisor:
 
     def _wait(self, children: Sequence[_Child], timeout: float) -> None:
         """Until a child writes, a signal comes, or ``timeout`` passes."""
-        fds = [self._wake_r] + [c.status for c in children if c.status >= 0]
+        fds = [self._wake_r] + [c.fileno for c in children if c.fileno >= 0]
         with contextlib.suppress(InterruptedError):
             ready, _, _ = select.select(fds, [], [], timeout)
             if self._wake_r in ready:
@@ -513,8 +560,16 @@ class Supervisor:
                 code = os.waitstatus_to_exitcode(status)
                 child.exit = child.proc.returncode = code
 
-    def _stop(self, *children: _Child) -> None:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT; calls in flight finish."""
+    def _go(self, child: _Child, handed: list[int]) -> None:
+        """Tell ``child`` to serve, with the connections its predecessor handed over."""
+        child.send("go", handed)
+        for fd in handed:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _stop(self, *children: _Child) -> list[int]:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; calls in flight finish.
+        Returns the idle connections they handed over (descriptors)."""
         for child in children:
             if child.exit is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -533,11 +588,16 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child.pid, signal.SIGKILL)
                 deadline = float("inf")
-            time.sleep(0.005)
+            self._wait(alive, 0.01)
+            for child in alive:
+                child.read()
+        handed = []
         for child in children:
+            handed += child.take_handed()
             child.close()
             if child is self.current:
                 self.current = None
+        return handed
 
     # -- reporting ------------------------------------------------------------------
 
@@ -617,6 +677,9 @@ def describe(exc: BaseException, root: str) -> tuple[str, str]:
     tb = exc.__traceback__
     while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(prefix):
         tb = tb.tb_next
+    if tb is None and isinstance(exc, ValueError):
+        # The kit's own word on a bad spec or setting: its message says it all.
+        return str(exc), "".join(traceback.format_exception_only(exc))
     detail = "".join(traceback.format_exception(type(exc), exc, tb))
     for frame in reversed(traceback.extract_tb(tb)):
         if frame.filename.startswith(prefix):
@@ -639,59 +702,67 @@ def _child(argv: list[str]) -> int:
     parser.add_argument("--error")
     parser.add_argument("drivers", nargs="*")
     args = parser.parse_args(argv)
-    listen, status_fd, control_fd = (int(x) for x in args.fds.split(","))
+    listen, channel_fd = (int(x) for x in args.fds.split(","))
 
     from ._serve import _StopOnSignal, _uvicorn, configure_logging
+    from .settings import SettingsError
 
     configure_logging(args.log_level)
-    status = os.fdopen(status_fd, "w", buffering=1, encoding="utf-8")
-    control = os.fdopen(control_fd, "r", encoding="utf-8")
+    channel = socketlib.socket(fileno=channel_fd)
 
     def send(state: str, **fields: Any) -> None:
-        status.write(json.dumps({"state": state, **fields}) + "\n")
-        status.flush()
+        send_message(channel, {"state": state, **fields})
 
     root = os.getcwd()
     error: str | None = args.error
+    # A bad per-host setting is fixed with docker plugin set, not a save.
+    then = "; fix it and save"
     classes: list[type[Any]] = []
     decl: dict[str, Any] | None = None
     if error is None:
         try:
+            from .__main__ import check_settings
             from ._driver import load_driver_class
 
             classes = [load_driver_class(spec) for spec in args.drivers]
+            check_settings(classes, os.environ, log_level=args.log_level)
             decl = declarations(classes)
             # The server's own imports too, while the previous server still serves.
             uvicorn = _uvicorn()
             from ._app import make_app
-        except BaseException as exc:
+        except BaseException as exc:  # a module may raise anything, SystemExit too
             error, detail = describe(exc, root)
+            if isinstance(exc, SettingsError):
+                then = " (leave dev mode, or run it with the setting: dev KEY=VALUE)"
             send("failed", stage="import", error=error, detail=detail)
         else:
             send("imported", declarations=decl)
     else:
         send("imported", error_mode=True)
-    if control.readline().strip() != "go":
+    try:
+        data, handed, _, _ = socketlib.recv_fds(channel, 4096, MAX_FDS)
+    except OSError:
         return 0
-    # The supervisor closes the control pipe when it goes: stop with it.
-    threading.Thread(target=_stop_at_eof, args=(control,), daemon=True).start()
+    if not data or json.loads(data).get("cmd") != "go":
+        return 0
+    # The supervisor closes its end when it goes: stop with it.
+    threading.Thread(target=_stop_at_eof, args=(channel,), daemon=True).start()
     app: Any = None
     if error is None:
         try:
             drivers = [cls() for cls in classes]
             app = make_app(*drivers)
-        except BaseException as exc:
+        except BaseException as exc:  # the author's constructor
             error, detail = describe(exc, root)
             send("failed", stage="start", error=error, detail=detail)
     if error is not None:
         uvicorn = _uvicorn()
-        app = ErrorApp(
-            f"dev mode: the plugin's code cannot run: {_host(error, root)}; fix it and save"
-        )
+        app = ErrorApp(f"dev mode: the plugin's code cannot run: {_host(error, root)}{then}")
     from ._serve import _server
 
     server = _server(uvicorn, app)
-    _drain_first(server)
+    _adopt_after_startup(server, handed)
+    _hand_over_on_shutdown(server, channel)
     sock = socketlib.socket(fileno=listen)
     with _StopOnSignal() as stop:
         stop.server = server
@@ -701,23 +772,80 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
-def _drain_first(server: Any) -> None:
-    """On stop, the server stops accepting first and gives the connections it
-    has just accepted DRAIN seconds to send their request, which it then
-    answers: uvicorn alone closes a connection with no request yet at once,
-    and the daemon would retry the call only a second later. Connections not
-    yet accepted wait in the socket's backlog for the next server."""
+def _idle(connection: Any) -> bool:
+    """Whether uvicorn's ``connection`` (its httptools protocol) waits for a
+    next request having read none of it: after a response (its keep-alive
+    timer runs: any byte since cancels it), or never sent anything."""
+    if getattr(connection, "pipeline", None):
+        return False
+    if getattr(connection, "timeout_keep_alive_task", None) is not None:
+        return True
+    return getattr(connection, "cycle", 1) is None and getattr(connection, "scope", 1) is None
+
+
+def _hand_over_on_shutdown(server: Any, channel: socketlib.socket) -> None:
+    """On stop, the server stops accepting, gives the connections it has
+    just accepted DRAIN seconds to send their request (which it answers),
+    then hands its idle connections over to the supervisor for the next
+    server, instead of closing them: the daemon reuses idle connections, and
+    one closed while a request is being written on it is reset, which the
+    daemon retries only a second later. Connections not yet accepted wait in
+    the socket's backlog for the next server."""
     import asyncio
 
     shutdown = server.shutdown
 
-    async def drain_then_shutdown(sockets: Any = None) -> None:
+    async def drain_hand_over_shutdown(sockets: Any = None) -> None:
         for listener in getattr(server, "servers", ()):
             listener.close()
         await asyncio.sleep(DRAIN)
-        await shutdown(sockets=sockets)
+        handed = []
+        state = getattr(server, "server_state", None)
+        for connection in list(getattr(state, "connections", ())):
+            sock = connection.transport.get_extra_info("socket") if _idle(connection) else None
+            if sock is None:
+                continue
+            # No more reads here; what the daemon sends now waits in the
+            # kernel for the next server.
+            connection.transport.pause_reading()
+            handed.append(os.dup(sock.fileno()))
+        try:
+            send_message(channel, {"state": "handoff", "count": len(handed)}, handed)
+        except OSError:
+            pass
+        finally:
+            for fd in handed:
+                os.close(fd)
+        await shutdown(sockets=sockets)  # closes our end of them: they stay open
 
-    server.shutdown = drain_then_shutdown
+    server.shutdown = drain_hand_over_shutdown
+
+
+def _adopt_after_startup(server: Any, handed: list[int]) -> None:
+    """Serve the connections the previous server handed over, once this one
+    has started (with its own protocol factory)."""
+    if not handed:
+        return
+    import asyncio
+
+    startup = server.startup
+
+    async def startup_then_adopt(sockets: Any = None) -> None:
+        await startup(sockets=sockets)
+        loop = asyncio.get_running_loop()
+        listeners = getattr(server, "servers", None) or [None]
+        factory = getattr(listeners[0], "_protocol_factory", None)
+        for fd in handed:
+            sock = socketlib.socket(fileno=fd)
+            try:
+                if factory is None:
+                    raise RuntimeError("no protocol factory")
+                await loop.connect_accepted_socket(factory, sock)
+            except Exception as exc:  # the daemon retries on a closed connection
+                log.warning("cannot take over a connection: %s", exc)
+                sock.close()
+
+    server.startup = startup_then_adopt
 
 
 def _host(text: str, root: str) -> str:
@@ -727,9 +855,10 @@ def _host(text: str, root: str) -> str:
     return text.replace(root.rstrip("/") + "/", host.rstrip("/") + "/")
 
 
-def _stop_at_eof(control: IO[str]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        control.read()
+def _stop_at_eof(channel: socketlib.socket) -> None:
+    with contextlib.suppress(OSError):
+        while channel.recv(4096):
+            pass
     os.kill(os.getpid(), signal.SIGTERM)
 
 

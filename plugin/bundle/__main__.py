@@ -44,6 +44,8 @@ commands:
              push, remove): push 1.0-amd64 1.0-arm64 1.0 latest
   install    docker plugin install REF [KEY=VALUE ...] (pull, set, enable)
   upgrade    docker plugin upgrade to REF, keeping this host's mount sources
+  dev        dev mode: the plugin runs the project's source from this host and
+             reloads on every save; Ctrl-C leaves it (see README)
   service    systemd units and a spec file to run the plugin as a host service
              (outside Docker's plugin manager): socket activation, TCP, TLS
   base-image make the fallback base image from Debian's packages (debootstrap)
@@ -135,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", help="local name (default: REF)")
     p.add_argument("--grant-all-permissions", action="store_true", dest="grant")
     p.add_argument("--disable", action="store_true", help="do not enable it")
+    p = sub.add_parser("dev", help="run the source from this host, reload on save")
+    p.add_argument("--timeout", type=int, default=30)
+    p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings before enable")
     p = sub.add_parser(
         "service", help="systemd units and a spec file: the plugin as a host service"
     )
@@ -343,6 +348,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             _check_strict(args, bundle_dir() / "config.json", warnings)
             console.line(f"{bundle_dir() / 'config.json'}: valid")
         return 0
+    if cmd == "dev":
+        return _dev(args, get_project, plugin_name(), console)
     if cmd == "install":
         from ._registry import install
 
@@ -415,6 +422,41 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if info is None:
             raise BundleError(f"inspect {target}: no such plugin")
         print(json.dumps(info, indent=2), flush=True)
+    return 0
+
+
+def _dev(
+    args: argparse.Namespace, project: Callable[[], Project], name: str, console: Console
+) -> int:
+    from ._dev import DevMode, leave_on_signals
+    from ._engine import docker_client
+
+    project()  # a bad plugin.toml is reported before anything else
+    if args.arch:
+        raise BundleError(
+            "dev: --arch is not for dev mode: the dev plugin runs on this daemon, built for "
+            "its architecture"
+        )
+    engine = _engine(console, docker_client())
+    dev = DevMode(
+        Path(args.project),
+        name,
+        engine,
+        console.out,
+        console.step,
+        console.line,
+        settings=args.settings,
+        timeout=args.timeout,
+    )
+    with leave_on_signals():
+        try:
+            dev.start()
+            dev.follow()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            dev.leave()
+    print("dev mode left", file=console.out, flush=True)
     return 0
 
 

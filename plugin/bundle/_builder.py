@@ -52,8 +52,10 @@ from ._rootfs import (
 
 __all__ = [
     "BuildResult",
+    "BuiltImage",
     "Step",
     "build_bundle",
+    "build_image_of",
     "render_bundle",
     "render_bundle_config",
     "validate_bundle",
@@ -100,9 +102,21 @@ def render_bundle_config(
     return config, warnings
 
 
-def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
-    """Build the image, export its filesystem and render config.json into
-    the project's bundle directory."""
+@dataclass(frozen=True)
+class BuiltImage:
+    """The project's image and its drivers (imported here, or read in it)."""
+
+    drivers: list[type[Driver]]
+    image_id: str
+    attrs: dict[str, Any]
+    #: The architecture it is built for (amd64, arm64).
+    arch: str
+
+
+def build_image_of(project: Project, client: Any, step: Step, report: Report) -> BuiltImage:
+    """The steps every bundle starts with: load the drivers, base image,
+    wheelhouse, docker build (and read the drivers in the image when this
+    host cannot import them)."""
     bundle = project.bundle_dir
     found: list[type[Driver]] | None = None
     with step("load the drivers"):
@@ -129,7 +143,6 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         report(f"{project.image_tag} ({image_id[7:19]})")
         for old in remove_replaced_images(client, project.bundle_dir, image_id):
             report(f"removed the image it replaces ({old[7:19]})")
-    rootfs = bundle / "rootfs"
     bundle.mkdir(parents=True, exist_ok=True)
     if found is None:
         with step("read the drivers in the image"), docker_errors("read the drivers"):
@@ -143,13 +156,23 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
             found = stand_ins(described)
             write_json(bundle / DRIVERS_FILE, described)
             report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
-    drivers = found
+    with docker_errors(f"inspect {image_id}"):
+        attrs = client.images.get(image_id).attrs
+    return BuiltImage(found, image_id, attrs, arch.name)
+
+
+def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
+    """Build the image, export its filesystem and render config.json into
+    the project's bundle directory."""
+    bundle = project.bundle_dir
+    built = build_image_of(project, client, step, report)
+    image_id, attrs = built.image_id, built.attrs
+    rootfs = bundle / "rootfs"
+    drivers = built.drivers
     reqs = _requirements(drivers)
     stale = bundle / "config.json"
     if stale.exists():
         stale.unlink()  # never leave a config that does not match the rootfs
-    with docker_errors(f"inspect {image_id}"):
-        attrs = client.images.get(image_id).attrs
     needed = [PLUGIN_DIR, *(m.destination for m in reqs.mounts)]
     if reqs.propagated_mount:
         needed.append(reqs.propagated_mount)
@@ -191,7 +214,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         write_json(stamp_file, stamp)
     with step("render config.json"):
         config, warnings = render_bundle_config(project, attrs, rootfs, drivers)
-        check_platform(rootfs, config, arch.name)
+        check_platform(rootfs, config, built.arch)
         write_json(bundle / "config.json", config)
         for warning in warnings:
             report(f"warning: {warning}")

@@ -120,13 +120,18 @@ def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str
 
     With ``platform`` (``linux/arm64``), the plugin's rootfs must be for
     it, or nothing is pushed. docker-py's ``push_plugin`` posts to the pull
-    URL, so the push endpoint is called directly.
+    URL, so the push endpoint is called directly. A dev plugin
+    (``docker-plugin-kit dev``) is refused: it runs source files that only
+    this host has.
     """
+    from ._dev import refuse_push
+
     name = normalize_name(name)
     api = engine.api
     info = engine.inspect(name)
     if info is None:
         raise EngineError(f"push {name}: no such plugin")
+    refuse_push(name, info)
     if platform is not None:
         found = engine.plugin_platform(info)
         if found is not None and found != platform:

@@ -290,9 +290,12 @@ def _items(stream: Iterable[Any]) -> Iterable[dict[str, Any]]:
             yield item
 
 
-def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> int:
+def unpack(
+    stream: Any, dest: Path, chunks: Iterable[bytes] | None = None, exclude: Iterable[str] = ()
+) -> int:
     """Unpack a tar (a binary file, or ``chunks``) into ``dest`` (replaced)
-    with owners, modes and special files as they are; returns bytes read."""
+    with owners, modes and special files as they are, leaving out the members
+    matching the tar patterns ``exclude``; returns bytes read."""
     tar = shutil.which("tar")
     if tar is None:
         raise BuildError("tar is needed to unpack the rootfs")
@@ -306,7 +309,8 @@ def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> in
     # ends would stop tar (and this build) once it holds 64 KiB of warnings.
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)]
+            + [f"--exclude={e}" for e in exclude],
             stdin=subprocess.PIPE,
             stderr=errors,
         )
@@ -328,13 +332,16 @@ def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> in
     return total
 
 
-def export_rootfs(client: Any, image: str, dest: Path, report: Report) -> int:
-    """Export the image's filesystem into ``dest`` (replaced); returns bytes."""
+def export_rootfs(
+    client: Any, image: str, dest: Path, report: Report, exclude: Iterable[str] = ()
+) -> int:
+    """Export the image's filesystem into ``dest`` (replaced), without what
+    matches ``exclude`` (tar patterns); returns bytes read."""
     # Never started: a command is only needed because create refuses an image
     # without one.
     container = client.containers.create(image, command=["/nonexistent-never-run"])
     try:
-        return unpack(None, dest, container.export(chunk_size=1 << 20))
+        return unpack(None, dest, container.export(chunk_size=1 << 20), exclude)
     finally:
         container.remove(force=True)
 

@@ -142,7 +142,13 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
     """Start a supervisor on a project in tmp_path whose driver is ``source``."""
     running: list[Dev] = []
 
-    def start(source: str, *, host: str | None = None, extra: tuple[str, ...] = ()) -> Dev:
+    def start(
+        source: str,
+        *,
+        host: str | None = None,
+        extra: tuple[str, ...] = (),
+        environ: dict[str, str] | None = None,
+    ) -> Dev:
         src = tmp_path / "src"
         (src / "pkg").mkdir(parents=True)
         (src / "pkg" / "__init__.py").write_text("")
@@ -151,6 +157,10 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Dev]]:
         status = tmp_path / "events.jsonl"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "info"}
         env.pop(_dev.HOST_SOURCE_ENV, None)
+        # Bytecode written, as in the dev plugin (outside the source).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")
+        env.update(environ or {})
         if host is not None:
             env[_dev.HOST_SOURCE_ENV] = host
         cmd = [sys.executable, "-m", "plugin._dev", "--path", sock, "--status", str(status)]
@@ -285,6 +295,20 @@ def test_a_save_is_served_by_the_new_code_on_the_same_socket(start: Callable[...
     assert dev.proc.poll() is None
 
 
+def test_a_save_within_the_same_second_and_of_the_same_size_is_served(
+    start: Callable[..., Dev],
+) -> None:
+    # Bytecode records the source's mtime in whole seconds and its size.
+    dev = start(driver_source("m1"))
+    dev.event("serving")
+    path = dev.src / "pkg" / "driver.py"
+    assert dev.mark() == "m1"
+    before = path.stat()
+    save(path, driver_source("m2"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    wait_for("the new code", lambda: dev.mark() == "m2")
+
+
 def test_a_broken_save_is_reported_and_the_old_code_serves_until_the_next(
     start: Callable[..., Dev],
 ) -> None:
@@ -331,6 +355,23 @@ def test_a_driver_broken_from_the_start_answers_every_call_with_its_error(
     wait_for("the fixed code", lambda: dev.mark() == "two")
 
 
+def test_a_bad_setting_answers_every_call_with_what_to_do(start: Callable[..., Dev]) -> None:
+    dev = start(driver_source("one"), environ={"LOG_LEVEL": "loud"})
+    assert dev.event("failed")["error"] == (
+        'bad setting LOG_LEVEL="loud": not one of debug, info, warning, error, critical; '
+        "change it with docker plugin set PLUGIN LOG_LEVEL=VALUE"
+    )
+    assert dev.get() == (
+        500,
+        {
+            "Err": 'dev mode: the plugin\'s code cannot run: bad setting LOG_LEVEL="loud": '
+            "not one of debug, info, warning, error, critical; change it with docker plugin "
+            "set PLUGIN LOG_LEVEL=VALUE (leave dev mode, or run it with the setting: dev "
+            "KEY=VALUE)"
+        },
+    )
+
+
 def test_a_constructor_that_raises_after_a_save_answers_with_its_error(
     start: Callable[..., Dev],
 ) -> None:
@@ -374,6 +415,33 @@ def test_no_call_fails_while_the_server_is_replaced(start: Callable[..., Dev]) -
     # Each mark, in order, and never an older one after a newer.
     assert sorted(set(marks)) == ["m0", "m1", "m2", "m3"]
     assert marks == sorted(marks)
+
+
+def test_an_idle_kept_alive_connection_is_handed_to_the_next_server(
+    start: Callable[..., Dev],
+) -> None:
+    # The daemon keeps idle connections and reuses them: a reload moves them
+    # to the new server, open, instead of closing them under a request.
+    dev = start(driver_source("m0"))
+    dev.event("serving")
+    conn = _Unix(dev.sock)
+    body = json.dumps({"Name": "v"}).encode()
+
+    def get() -> tuple[str, int]:
+        conn.request("POST", "/VolumeDriver.Get", body, {"Content-Length": str(len(body))})
+        status = json.loads(conn.getresponse().read())["Volume"]["Status"]
+        return status["mark"], status["pid"]
+
+    served = [get()]
+    kept = conn.sock
+    for n in range(1, 4):
+        save(dev.src / "pkg" / "driver.py", driver_source(f"m{n}"))
+        wait_for(f"mark m{n}", lambda n=n: dev.mark() == f"m{n}")  # type: ignore[misc]
+        served.append(get())
+    assert conn.sock is kept  # never closed, never reconnected
+    assert [mark for mark, _ in served] == ["m0", "m1", "m2", "m3"]
+    assert len({pid for _, pid in served}) == 4  # by four servers in turn
+    conn.close()
 
 
 def test_a_server_that_exits_is_started_again_unless_it_exits_at_once(

@@ -245,7 +245,7 @@ def test_the_makefile_has_the_targets_authors_know(tmp_path: Path) -> None:
     init_project(tmp_path / "myvol", "volume")
     makefile = (tmp_path / "myvol" / "Makefile").read_text()
     targets = re.findall(r"^([a-z]+):", makefile, re.M)
-    assert targets == ["plugin", "build", "enable", "disable", "test", "push", "clean"]
+    assert targets == ["plugin", "build", "enable", "disable", "dev", "test", "push", "clean"]
     dry = subprocess.run(
         ["make", "-n", "plugin", "push", "NAME=registry.example.com/acme/myvol", "TAG=1.0-amd64"],
         cwd=tmp_path / "myvol",
@@ -256,4 +256,14 @@ def test_the_makefile_has_the_targets_authors_know(tmp_path: Path) -> None:
     assert dry.stdout.splitlines() == [
         "docker-plugin-kit --name registry.example.com/acme/myvol:1.0-amd64 plugin",
         "docker-plugin-kit --name registry.example.com/acme/myvol:1.0-amd64 push",
+    ]
+    dry = subprocess.run(
+        ["make", "-n", "dev", "SET=data.source=/srv/v LOG_LEVEL=debug"],
+        cwd=tmp_path / "myvol",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert dry.stdout.splitlines() == [
+        "docker-plugin-kit --name myvol:latest dev data.source=/srv/v LOG_LEVEL=debug"
     ]
