@@ -111,6 +111,8 @@ class BuiltImage:
     attrs: dict[str, Any]
     #: The architecture it is built for (amd64, arm64).
     arch: str
+    #: The wheelhouse it was built from: the plugin's distributions.
+    wheels: Path | None = None
 
 
 def build_image_of(project: Project, client: Any, step: Step, report: Report) -> BuiltImage:
@@ -158,7 +160,7 @@ def build_image_of(project: Project, client: Any, step: Step, report: Report) ->
             report(", ".join(f"{d.__name__} ({d.capability})" for d in found))
     with docker_errors(f"inspect {image_id}"):
         attrs = client.images.get(image_id).attrs
-    return BuiltImage(found, image_id, attrs, arch.name)
+    return BuiltImage(found, image_id, attrs, arch.name, wheels)
 
 
 def build_bundle(project: Project, client: Any, step: Step, report: Report) -> BuildResult:
@@ -201,7 +203,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
                 attrs,
                 probe_config,
                 drivers,
-                _distributions(wheels),
+                _distributions(built.wheels),
                 rootfs,
                 step,
                 report,
@@ -247,9 +249,11 @@ def _export_stamp(
     return stamp
 
 
-def _distributions(wheels: Path) -> list[str]:
+def _distributions(wheels: Path | None) -> list[str]:
     """The plugin's declared distributions with their dependencies: what the
     wheelhouse holds (``name-version-...whl``)."""
+    if wheels is None:
+        return []
     return sorted({whl.name.split("-")[0] for whl in wheels.glob("*.whl")})
 
 
