@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plugin import Mount, PluginError
+from plugin import Mount, PluginError, settings
 from plugin.manifest import propagated_mount_path
 from plugin.volume import (
     CreateRequest,
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 # shutil (removals) and ctypes (mounts) are imported when first needed: a
 # plugin that only answers the daemon's queries never loads them.
 
-__all__ = ["DATA", "PAUSE_ENV", "LocalVolumes", "StateError"]
+__all__ = ["DATA", "PAUSE_ENV", "LocalVolSettings", "LocalVolumes", "StateError"]
 
 log = logging.getLogger("localvol")
 
@@ -144,6 +144,16 @@ class _Volume:
     options: dict[str, str]
 
 
+class LocalVolSettings(settings.Settings):
+    """Per host, with ``docker plugin set PLUGIN MIN_FREE=2g`` (disabled)."""
+
+    min_free = settings.size(
+        "0",
+        "Create refuses a new volume while the data directory has less free space than "
+        "this (0: no limit)",
+    )
+
+
 class LocalVolumes(VolumeDriver):
     """Volumes that are directories on the host.
 
@@ -155,6 +165,8 @@ class LocalVolumes(VolumeDriver):
     Options: ``uid`` and ``gid`` (decimal) set the owner of the volume's
     directory, ``mode`` (octal, default ``0755``) its permissions. Each mount
     is a bind mount of the volume's directory under the propagated mount.
+    Per host (``LocalVolSettings``): ``MIN_FREE``, the free space below
+    which no new volume is made.
 
     ``LocalVolumes()`` serves the plugin's own directories; tests and legacy
     plugins pass ``data_dir``, ``mount_dir`` and ``bind=False`` (the mountpoint
@@ -165,10 +177,17 @@ class LocalVolumes(VolumeDriver):
     propagated_mount = "/mnt/volumes"
     linux_capabilities = ("CAP_SYS_ADMIN",)  # bind-mounting into the propagated mount
     scope = "local"
+    settings = LocalVolSettings
 
     def __init__(
-        self, data_dir: str | None = None, mount_dir: str | None = None, *, bind: bool = True
+        self,
+        data_dir: str | None = None,
+        mount_dir: str | None = None,
+        *,
+        bind: bool = True,
+        config: LocalVolSettings | None = None,
     ) -> None:
+        self.config = config or LocalVolSettings.from_env()
         # As a host service, the unit names the host directories instead.
         self.data_dir = os.fspath(data_dir or DATA.path())
         self.mount_dir = os.fspath(mount_dir or propagated_mount_path(self.propagated_mount))
@@ -205,6 +224,7 @@ class LocalVolumes(VolumeDriver):
             vols = {**self._vols, name: _Volume(_now(), options)}
             try:
                 with self._open(_VOLUMES) as vdir:
+                    self._check_free(name, vdir)
                     made = False
                     try:
                         os.mkdir(name, 0o700, dir_fd=vdir)  # opened up by _apply_options
@@ -230,6 +250,17 @@ class LocalVolumes(VolumeDriver):
                 raise PluginError(f"cannot create volume {_q(name)}: {_reason(exc)}") from None
             self._vols = vols
         log.info("created volume %r %s", name, options)
+
+    def _check_free(self, name: str, vdir: int) -> None:
+        if not self.config.min_free:
+            return
+        vfs = os.fstatvfs(vdir)
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < self.config.min_free:
+            raise PluginError(
+                f"cannot create volume {_q(name)}: {_human(free)} free in the data directory, "
+                f"less than MIN_FREE ({_human(self.config.min_free)})"
+            )
 
     def remove(self, req: RemoveRequest) -> None:
         """Remove a volume, unless this plugin process has mounted it and not

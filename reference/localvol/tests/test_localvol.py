@@ -1239,3 +1239,31 @@ def test_a_stuck_change_makes_the_others_fail_clearly(
             assert [v["Name"] for v in post(client, "List", {})[1]["Volumes"]] == ["stuck", "v"]
     finally:
         marker.unlink(missing_ok=True)
+
+
+# --- per-host settings ----------------------------------------------------------------
+
+
+def test_min_free_refuses_a_new_volume_on_a_full_disk(data: Path, tmp_path: Path) -> None:
+    from localvol.driver import LocalVolSettings
+
+    config = LocalVolSettings.parse({"MIN_FREE": "1000t"})
+    with PluginClient(
+        LocalVolumes(str(data), str(tmp_path / "mnt"), bind=False, config=config)
+    ) as c:
+        status, body = post(c, "Create", {"Name": "v"})
+        assert status == 500
+        assert re.fullmatch(
+            r'cannot create volume "v": [\d.]+ [KMGT]?i?B free in the data '
+            r"directory, less than MIN_FREE \(1000\.0 TiB\)",
+            body["Err"],
+        ), body
+        assert not (data / "volumes" / "v").exists()
+        assert state(data)["volumes"] == {}
+
+
+def test_min_free_is_off_by_default_and_rendered_into_the_config(client: PluginClient) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    env = {e.name: e for e in requirements([LocalVolumes]).env}
+    assert env["MIN_FREE"].value == "0" and env["MIN_FREE"].settable
+    assert env["MIN_FREE"].description.startswith("Create refuses a new volume while the data")
