@@ -275,13 +275,26 @@ def test_sigterm_lets_a_call_in_flight_finish(plugin: Plugin) -> None:
     assert not os.path.exists(plugin.path)
 
 
+def _inode_other_than(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino != inode
+    except FileNotFoundError:  # between the successor's unlink and its bind
+        return False
+
+
 def test_a_successor_keeps_its_socket(plugin: Plugin) -> None:
     # A second process at the same path takes over (the first one's socket
     # file looks stale to it); the first one, stopped later, must not remove
     # the successor's socket on its way out.
+    first = os.stat(plugin.path).st_ino
     successor = run_plugin("--path", plugin.path, SPEC)
     try:
-        time.sleep(0.5)
+        # It has taken over once the path is a socket file of its own.
+        deadline = time.monotonic() + 10
+        while not _inode_other_than(plugin.path, first):
+            assert successor.poll() is None, successor.communicate()
+            assert time.monotonic() < deadline, "the successor did not bind within 10 s"
+            time.sleep(0.02)
         wait_for_socket(successor, plugin.path)
         code, _, err, _ = plugin.stop()
         assert code == 0, err
