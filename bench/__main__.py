@@ -5,7 +5,10 @@ every volume operation) with the same JSON on a unix socket; one Python
 client (bench/client.py) drives them all in one run, so the ratios hold even
 on a noisy machine. Printed per server: time to listen (spawn -> connect()
 succeeds, all the daemon waits for) and to the first answer, sequential
-keep-alive requests/s, p50 and p99 latency, RSS after 10,000 requests.
+keep-alive requests/s, p50 and p99 latency, RSS after 10,000 requests, and
+the server's own CPU time per request (from ``/proc/<pid>/stat``: the Python
+client is the bottleneck, so requests/s hides the server's cost), on one
+kept-alive connection and with a new connection for each request.
 
 With ``--plugin`` it also measures the reference plugin: its built bundle
 (rootfs size, start-to-listen and RSS inside that rootfs, the slowest
@@ -40,11 +43,26 @@ class Server:
     answer_ms: float = 0.0
     runs: list[client.Run] = field(default_factory=list)
     rss_mb: float = 0.0
+    #: Server CPU seconds, one figure per round of ``cpu_round`` requests:
+    #: keep-alive ("keep") and a new connection each ("new").
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"keep": [], "new": []})
+    cpu_round: int = 0
+
+    def cpu_us(self, mode: str) -> float:
+        """Over all rounds (/proc's clock ticks are too coarse for one round)."""
+        rounds = self.cpu[mode]
+        return sum(rounds) / (len(rounds) * self.cpu_round) * 1e6
 
     def median(self, what: str) -> float:
         if what == "rate":
             return statistics.median(r.rate for r in self.runs)
         return statistics.median(r.percentile(float(what)) for r in self.runs)
+
+
+#: Servers whose CPU per request is measured, on one kept-alive connection and
+#: with a new connection for each request.
+CPU_KEEP = ("go", "sdk", "bare", "sdk threaded")
+CPU_NEW = ("go", "sdk", "bare")
 
 
 def build_go(tmp: Path) -> str | None:
@@ -114,6 +132,18 @@ def measure(args: argparse.Namespace) -> int:
                     s.runs.append(client.sequential(conns[s.name], args.requests))
             for s in todo:
                 s.rss_mb = client.rss_mb(procs[s.name].pid)
+            # Server CPU per request, in interleaved rounds as above.
+            per_round = max(1, args.cpu_requests // args.cpu_rounds)
+            for _ in range(args.cpu_rounds):
+                for mode, names in (("keep", CPU_KEEP), ("new", CPU_NEW)):
+                    for s in todo:
+                        if s.name in names:
+                            path = str(tmp / f"{todo.index(s)}.sock")
+                            pid = procs[s.name].pid
+                            keep = mode == "keep"
+                            spent = client.server_cpu(path, pid, per_round, keep_alive=keep)
+                            s.cpu[mode].append(spent)
+                            s.cpu_round = per_round
         finally:
             for p in procs.values():
                 p.terminate()
@@ -125,12 +155,20 @@ def measure(args: argparse.Namespace) -> int:
         f"(Capabilities and Get alternating), after {args.warmup} warm-up; start times: median "
         f"of {args.starts} starts; RSS after {total} requests\n"
     )
+    cpu_n = args.cpu_rounds * max(1, args.cpu_requests // args.cpu_rounds)
+    print(
+        f"server CPU us/request (/proc/<pid>/stat, user + system) over {cpu_n} requests "
+        f"in {args.cpu_rounds} interleaved rounds: 'cpu ka' on one kept-alive "
+        "connection, 'cpu new' with a new connection each\n"
+    )
     head = f"{'server':<14}{'listen':>9}{'answer':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-    print(head + f"{'RSS MB':>8}  note")
+    print(head + f"{'cpu ka':>8}{'cpu new':>8}{'RSS MB':>8}  note")
     for s in todo:
+        ka = f"{s.cpu_us('keep'):>8.0f}" if s.cpu["keep"] else f"{'-':>8}"
+        new = f"{s.cpu_us('new'):>8.0f}" if s.cpu["new"] else f"{'-':>8}"
         print(
             f"{s.name:<14}{s.listen_ms:>7.1f}ms{s.answer_ms:>7.1f}ms{s.median('rate'):>8.0f}"
-            f"{s.median('50'):>8.3f}{s.median('99'):>8.3f}{s.rss_mb:>8.1f}  {s.note}"
+            f"{s.median('50'):>8.3f}{s.median('99'):>8.3f}{ka}{new}{s.rss_mb:>8.1f}  {s.note}"
         )
     by = {s.name: s for s in todo}
     print()
@@ -144,7 +182,10 @@ def measure(args: argparse.Namespace) -> int:
         a, g = by["sdk"], by["go"]
         print(
             f"sdk/go: throughput {a.median('rate') / g.median('rate'):.2f}x, "
-            f"p50 {a.median('50') / g.median('50'):.2f}x, RSS {a.rss_mb / g.rss_mb:.2f}x"
+            f"p50 {a.median('50') / g.median('50'):.2f}x, RSS {a.rss_mb / g.rss_mb:.2f}x, "
+            f"server CPU per request {a.cpu_us('keep') / g.cpu_us('keep'):.2f}x keep-alive "
+            f"(target 1.4x), {a.cpu_us('new') / g.cpu_us('new'):.2f}x new connection each "
+            "(target 1.5x)"
         )
     return 0
 
@@ -159,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=7, help="process starts timed per server")
+    parser.add_argument(
+        "--cpu-requests", type=int, default=20_000, help="per server and mode, for server CPU"
+    )
+    parser.add_argument("--cpu-rounds", type=int, default=10)
     parser.add_argument("--site", help="a directory with httptools (bench/run installs it there)")
     parser.add_argument("--plugin", action="store_true", help="also measure the reference plugin")
     parser.add_argument("--bundle", type=Path, help="with --plugin: this bundle, not rootfs-build/")

@@ -1,8 +1,12 @@
 """The benchmark's client: what the daemon sends, over AF_UNIX with keep-alive.
 
 One ``http.client`` connection per server, reused for every request, with
-the daemon's headers (Appendix C of PROTOCOL.md: Go's user agent, the v1.2
-Accept, Content-Length, bodies ending with a newline).
+the daemon's headers (Go's user agent, the v1.2 Accept, Content-Length,
+Accept-Encoding gzip, bodies ending with the newline of Go's JSON encoder).
+
+Server CPU per request is read from ``/proc/<pid>/stat`` (user + system
+time of all the server's threads) around a batch of requests from the same
+client.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: The calls of every volume operation (Appendix C): Capabilities, then Get.
+#: The calls the daemon makes before almost every volume operation:
+#: Capabilities, then Get.
 CALLS = (
     ("/VolumeDriver.Capabilities", b"{}\n"),
     ("/VolumeDriver.Get", b'{"Name":"v1"}\n'),
@@ -136,3 +141,31 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name may hold spaces: fields are counted after its ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(path: str, pid: int, n: int, *, keep_alive: bool) -> float:
+    """Seconds of the server's CPU for ``n`` requests (Capabilities and Get
+    alternating) from the benchmark's client, on one kept-alive connection or
+    on a new connection each."""
+    conn = UnixConnection(path)
+    before = cpu_seconds(pid)
+    for i in range(n):
+        path_, body = CALLS[i & 1]
+        status, _ = post(conn, path_, body)
+        if status != 200:
+            raise AssertionError(f"{path_}: {status}")
+        if not keep_alive:
+            conn.close()
+    conn.close()
+    # A connection's end (the server's close) is work too: let it finish.
+    time.sleep(0.05)
+    return cpu_seconds(pid) - before

@@ -34,21 +34,13 @@ def docker(*args: str, check: bool = True) -> str:
 
 
 def build(name: str, tag: str) -> Path:
+    """Build reference/<name> (an author's project) into a private bundle."""
     from plugin.bundle.__main__ import main
 
-    # The project's plugin.toml, with the repository as the build context.
-    project = ROOT / f".dpk-bench-{name}-{tag}.toml"
-    text = (ROOT / "reference" / name / "plugin.toml").read_text()
-    text = text.replace('dockerfile = "Dockerfile"\n', "")
-    text = text.replace("[build]\n", f'[build]\ndockerfile = "reference/{name}/Dockerfile"\n', 1)
-    project.write_text(text)
-    sys.path.insert(0, str(ROOT / "reference" / name))
     bundle = Path(f"/var/tmp/dpk-bench-bundle-{name}-{tag}")
     out = io.StringIO()
-    try:
-        code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
-    finally:
-        project.unlink()
+    project = ROOT / "reference" / name
+    code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
     if code != 0:
         raise SystemExit(f"build of {name} failed:\n{out.getvalue()}")
     return bundle

@@ -124,7 +124,7 @@ def bundle_figures(starts: int, bundle: Path = BUNDLE) -> None:
         print("no -X importtime output (the traced start failed): imports not shown")
         return
     print("slowest top-level imports (-X importtime, us cumulative; the socket is bound")
-    print("after the driver is constructed, uvicorn and the app are imported after that):")
+    print("once the drivers are made; uvicorn and the app are imported after that):")
     for us, name in roots[:8]:
         print(f"  {us:>7}  {name}")
 

@@ -8,66 +8,31 @@ spec file tells the daemon to dial (TLS for ``https://``, with
 ``--tls-cert``/``--tls-key``), and systemd socket activation (``LISTEN_FDS``)
 serves the sockets systemd passes.
 
+The socket is bound once the drivers are made, before the server's own
+imports: connections made meanwhile wait in its backlog. Not earlier: the
+daemon dials a plugin's socket from half a second after starting it and
+enables it once it connects, so a plugin that listened and then failed to
+load a driver would be enabled, then restarted on its exit, in a loop.
+
 A problem at start (a bad setting, a driver that cannot be made) is one line
 ``plugin: cannot start: ...`` on stderr, which the daemon logs, and exit
-status 1: the daemon then fails ``docker plugin enable`` (after its ~12 s of
-dial attempts) and leaves the plugin disabled; it restarts a plugin that
+status 1: the daemon then fails ``docker plugin enable`` (after its ~12 s
+of dial attempts) and leaves the plugin disabled; it restarts a plugin that
 exits at start once, not in a loop.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import inspect
 import os
 import sys
-from collections.abc import Iterable, Mapping
 
-from ._driver import Driver
-from ._listen import TLS, read_spec
-from ._serve import configure_logging, serve
-from .settings import Settings, check, choice
+TYPE_CHECKING = False  # not typing's: see _arguments
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable, Mapping
 
-
-def load_driver_class(spec: str) -> type[Driver]:
-    """``package.module:ClassName`` -> the class.
-
-    ValueError with a one-line reason when the spec is malformed, names no
-    module or attribute, or names something that is not a driver class. An
-    error raised while the module itself is imported propagates unchanged.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"driver {spec!r} must be written module:ClassName")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a missing module of the spec is the spec's fault; a missing
-        # dependency of the driver's module is a real import error.
-        if exc.name is None or not _is_prefix(exc.name, module_name):
-            raise
-        raise ValueError(f"driver {spec!r}: no module named {exc.name!r}") from None
-    try:
-        cls = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(
-            f"driver {spec!r}: module {module_name!r} has no attribute {attr!r}"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise ValueError(
-            f"driver {spec!r}: not a driver class (a subclass of VolumeDriver or another type)"
-        )
-    if inspect.isabstract(cls):
-        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
-        raise ValueError(f"driver {spec!r}: abstract class, implement {missing}")
-    return cls
-
-
-class _KitSettings(Settings):
-    """What the kit itself reads from the environment."""
-
-    log_level = choice(["debug", "info", "warning", "error", "critical"], "info")
+    from ._driver import Driver
+    from ._listen import TLS
 
 
 def check_settings(
@@ -76,6 +41,13 @@ def check_settings(
     """SettingsError naming every bad per-host setting of the drivers
     ``classes``, and a bad ``LOG_LEVEL`` unless ``log_level`` (the command
     line's) overrides it or a driver declares ``LOG_LEVEL`` itself."""
+    from .settings import Settings, check, choice
+
+    class _KitSettings(Settings):
+        """What the kit itself reads from the environment."""
+
+        log_level = choice(["debug", "info", "warning", "error", "critical"], "info")
+
     classes = list(classes)
     declared = [c.settings for c in classes if c.settings is not None]
     own = {e.name for c in classes for e in c.env} | {
@@ -86,11 +58,9 @@ def check_settings(
     check(declared, environ)
 
 
-def _is_prefix(package: str, module_name: str) -> bool:
-    return module_name == package or module_name.startswith(package + ".")
+def _parser() -> argparse.ArgumentParser:
+    import argparse
 
-
-def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plugin", description=__doc__)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--socket", help="socket file name in /run/docker/plugins")
@@ -112,7 +82,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default=None, help="default: $LOG_LEVEL, else info")
     parser.add_argument("drivers", nargs="+", metavar="module:Class")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace | None:
+    """The arguments as ``_parser()`` reads them, for the plain forms the
+    builder writes (``--socket NAME [--log-level L] module:Class...``);
+    None for anything else (``--help``, ``--socket=NAME``, ``--listen``, a
+    mistake), which goes to argparse. argparse loads shutil, gettext and
+    locale: 0.8 MB of a plugin's memory and a few ms before it listens."""
+    from types import SimpleNamespace
+
+    options: dict[str, str | None] = {"socket": None, "path": None, "log_level": None}
+    drivers: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--socket", "--path", "--log-level"):
+            key = arg[2:].replace("-", "_")
+            value = next(args, None)
+            if value is None or value.startswith("-") or options[key] is not None:
+                return None
+            options[key] = value
+        elif arg.startswith("-") or arg == "":
+            return None
+        else:
+            drivers.append(arg)
+    if (options["socket"] is None) == (options["path"] is None) or not drivers:
+        return None
+    rest = dict.fromkeys(("listen", "spec", "tls_cert", "tls_key", "tls_client_ca"))
+    return SimpleNamespace(**options, **rest, drivers=drivers)  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _arguments(argv) or _parser().parse_args(argv)
+
+    from ._driver import load_driver_class
+    from ._serve import configure_logging, serve
+
     configure_logging(args.log_level)
     # The daemon reports only "no such file or directory" for a plugin that
     # never listens: say why on stderr, which lands in the daemon's log.
@@ -132,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plugin: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:
-        listen = args.listen
-        if args.spec:
-            listen = str(read_spec(args.spec))
-        tls = None
-        if args.tls_cert or args.tls_key or args.tls_client_ca:
-            if not (args.tls_cert and args.tls_key):
-                raise ValueError("--tls-cert and --tls-key go together")
-            tls = TLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+        listen, tls = _listen_options(args)
         serve(
             *drivers,
             socket=args.socket,
@@ -152,6 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plugin: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listen_options(args: argparse.Namespace) -> tuple[str | None, TLS | None]:
+    """``--listen`` or ``--spec``, and the TLS options (a host service)."""
+    if not (args.listen or args.spec or args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None, None
+    from ._listen import TLS, read_spec
+
+    listen = args.listen
+    if args.spec:
+        listen = str(read_spec(args.spec))
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        tls = TLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return listen, tls
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
 import typing
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver, Endpoint
+from ._http import ONE_WRITE
 from ._wire import MAX_BODY, Model, compile_model, decode_body, encode
 from .errors import BadRequest, PluginError
 
@@ -54,6 +56,11 @@ class App:
 
     def __init__(self, calls: dict[str, Handler]) -> None:
         self.calls = calls
+        #: The POST paths answered without waiting for anything (not even
+        #: the body): the SDK's own answers built from class attributes
+        #: (Activate, a default Capabilities). plugin._http runs them at
+        #: once, without a task.
+        self.at_once = frozenset(p for p, h in calls.items() if getattr(h, "at_once", False))
         self._fallback: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,6 +80,7 @@ def make_app(*drivers: Driver) -> App:
         raise ValueError("make_app() needs at least one driver")
     seen: set[str] = set()
     threads = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="plugin")
+    deadlines = _Deadlines()
     calls: dict[str, Handler] = {"/Plugin.Activate": _activate_handler(drivers)}
     for driver in drivers:
         if not isinstance(driver, Driver):
@@ -105,6 +113,7 @@ def make_app(*drivers: Driver) -> App:
                     timeout,
                     message,
                     threads,
+                    deadlines,
                     driver.log_answers,
                 )
     return App(calls)
@@ -166,7 +175,10 @@ def error_response(status: int, message: str) -> Response:
     return _json(status, encode({"Err": message}))
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def _answer(scope: Scope, send: Send, status: int, body: bytes) -> None:
+    writes = scope.get(ONE_WRITE)
+    if writes is not None:  # head and body in one write (plugin._http)
+        writes.hold()
     await send(
         {
             "type": "http.response.start",
@@ -201,6 +213,7 @@ def _handler(
     timeout: float | None,
     timeout_message: str,
     threads: ThreadPoolExecutor,
+    deadlines: _Deadlines,
     log_answers: bool = True,
 ) -> Handler:
     response_type = endpoint.response
@@ -217,14 +230,15 @@ def _handler(
         log.error("%s still running after %g s; answered with a timeout", call, timeout)
         return encode({"Err": timeout_message})
 
-    async def call_driver(args: tuple[Any, ...], send: Send) -> Any:
+    async def call_driver(args: tuple[Any, ...], scope: Scope, send: Send) -> Any:
         if inline:
             result = fn(*args)
         elif is_async:
             if timeout is None:
-                result = await fn(*args)
-            else:
-                result = await _with_deadline(call, fn(*args), timeout, timeout_error, send)
+                return await fn(*args)
+            return await _with_deadline(
+                call, fn(*args), timeout, timeout_error, scope, send, deadlines
+            )
         else:
             # Plain methods may block: keep them off the event loop.
             future = asyncio.get_running_loop().run_in_executor(threads, fn, *args)
@@ -232,13 +246,13 @@ def _handler(
                 result = await future
             else:
                 try:
-                    result = await _within(future, timeout)
+                    result = await _within(future, timeout, deadlines)
                 except _TimedOut:
                     # A thread cannot be stopped: the call goes on, and is
                     # logged when it ends, while the daemon gets an answer.
                     _late.add(future)
                     future.add_done_callback(lambda f: _finished_late(call, f))
-                    await _answer(send, 500, timeout_error())
+                    await _answer(scope, send, 500, timeout_error())
                     return _ANSWERED
         if inspect.isawaitable(result):  # a plain wrapper of an async method
             result = await result
@@ -246,9 +260,14 @@ def _handler(
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await _read_body(scope, receive)
-            req = decode_body(body, request_type)
-            result = await call_driver((req,) if takes_request else (), send)
+            if takes_request:
+                req = decode_body(await _read_body(scope, receive), request_type)
+                result = await call_driver((req,), scope, send)
+            else:
+                # The body is ignored, so not even read (the server drops
+                # it); only a declared size over the limit is refused.
+                _check_length(scope)
+                result = await call_driver((), scope, send)
             if result is _ANSWERED:
                 return
             if result is None and default_response is not None:
@@ -264,7 +283,7 @@ def _handler(
         except PluginError as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %d %s", call, exc.status, exc.message)
-            await _answer(send, exc.status, encode({"Err": exc.message}))
+            await _answer(scope, send, exc.status, encode({"Err": exc.message}))
             return
         except _Disconnected:
             log.debug("%s: the daemon closed the connection before sending the body", call)
@@ -274,19 +293,68 @@ def _handler(
             # No traceback, message or path goes to the daemon (the log has
             # them); the daemon prefixes the call name itself.
             message = f"unexpected {type(exc).__name__} in the plugin (see its log)"
-            await _answer(send, 500, encode({"Err": message}))
+            await _answer(scope, send, 500, encode({"Err": message}))
             return
         if log.isEnabledFor(logging.DEBUG):
             shown = (
                 payload[:200].decode(errors="replace") if log_answers else f"({len(payload)} bytes)"
             )
             log.debug("%s -> 200 %s", call, shown)
-        await _answer(send, 200, payload)
+        await _answer(scope, send, 200, payload)
 
+    handle.at_once = inline and not takes_request  # type: ignore[attr-defined]
     return handle
 
 
 _ANSWERED = object()  # call_driver's result when the timeout was answered already
+
+
+class _Deadlines:
+    """When the calls in flight must be answered for, watched by one timer set
+    for the earliest of them: calls nearly always end long before their
+    deadline, and a timer per call costs more than the daemon's short calls
+    themselves."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, seconds: float, expire: Callable[[], None]) -> int:
+        """Call ``expire()`` in ``seconds`` unless ``discard`` comes first."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        self._count += 1
+        key = self._count
+        self._due[key] = (when, expire)
+        if when < self._timer_at or loop is not self._loop:
+            self._arm(loop, when)
+        return key
+
+    def discard(self, key: int) -> None:
+        self._due.pop(key, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._check)
+        self._timer_at = when
+        self._loop = loop
+
+    def _check(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        self._timer_at = math.inf
+        # A timer may run a little before its time (the loop's clock resolution).
+        now = loop.time() + 0.001
+        for key in [k for k, (when, _) in self._due.items() if when <= now]:
+            _, expire = self._due.pop(key)
+            expire()
+        if self._due:
+            self._arm(loop, min(when for when, _ in self._due.values()))
 
 
 async def _with_deadline(
@@ -294,22 +362,23 @@ async def _with_deadline(
     coro: Awaitable[Any],
     timeout: float,
     timeout_error: Callable[[], bytes],
+    scope: Scope,
     send: Send,
+    deadlines: _Deadlines,
 ) -> Any:
     """Await ``coro`` on the handler's own task (no extra task on the fast
-    path); if it is still running after ``timeout`` seconds, a timer answers
-    the daemon with ``timeout_error()`` and the call goes on, logged when it
+    path); if it is still running after ``timeout`` seconds, the daemon is
+    answered with ``timeout_error()`` and the call goes on, logged when it
     ends."""
-    loop = asyncio.get_running_loop()
     answered: list[asyncio.Task[None]] = []
 
     def expire() -> None:
-        task = loop.create_task(_answer(send, 500, timeout_error()))
+        task = asyncio.get_running_loop().create_task(_answer(scope, send, 500, timeout_error()))
         answered.append(task)
         _late.add(task)  # a strong reference until it is sent
         task.add_done_callback(_late.discard)
 
-    timer = loop.call_later(timeout, expire)
+    key = deadlines.add(timeout, expire)
     try:
         result = await coro
     except BaseException as exc:
@@ -321,30 +390,29 @@ async def _with_deadline(
         log.warning("%s (timed out earlier) failed: %s", call, exc)
         return _ANSWERED
     finally:
-        timer.cancel()
+        deadlines.discard(key)
     if answered:
         log.warning("%s (timed out earlier) finished", call)
         return _ANSWERED
     return result
 
 
-async def _within(future: asyncio.Future[Any], timeout: float) -> Any:
+async def _within(future: asyncio.Future[Any], timeout: float, deadlines: _Deadlines) -> Any:
     """``future``'s result, or _TimedOut after ``timeout`` seconds, leaving
     ``future`` running (``asyncio.wait_for`` on a shield, without the extra
     task)."""
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
+    waiter = asyncio.get_running_loop().create_future()
 
     def wake(_: object = None) -> None:
         if not waiter.done():
             waiter.set_result(None)
 
     future.add_done_callback(wake)
-    timer = loop.call_later(timeout, wake)
+    key = deadlines.add(timeout, wake)
     try:
         await waiter
     finally:
-        timer.cancel()
+        deadlines.discard(key)
         future.remove_done_callback(wake)
     if not future.done():
         raise _TimedOut
@@ -372,14 +440,18 @@ def _requires_body(model: type[Model]) -> bool:
     )
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
+def _check_length(scope: Scope) -> None:
     for key, value in scope["headers"]:
         if key == b"content-length":
             if value.isdigit() and int(value) > MAX_BODY:
                 raise BadRequest(
                     f"bad request: body too large ({value.decode()} bytes, limit {MAX_BODY})"
                 )
-            break
+            return
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    _check_length(scope)
     message = await receive()
     if message["type"] != "http.request":
         raise _Disconnected
@@ -407,8 +479,9 @@ def _activate_handler(drivers: tuple[Driver, ...]) -> Handler:
     body = json.dumps({"Implements": [d.implements for d in drivers]}).encode()
 
     async def activate(scope: Scope, receive: Receive, send: Send) -> None:
-        await _answer(send, 200, body)
+        await _answer(scope, send, 200, body)
 
+    activate.at_once = True  # type: ignore[attr-defined]
     return activate
 
 

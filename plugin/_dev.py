@@ -43,6 +43,7 @@ which the ``dev`` command on the host follows and prints.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import contextlib
 import json
@@ -252,14 +253,14 @@ class Supervisor:
         self.children: dict[int, _Child] = {}
         self.generation = 0
         self.stopping = False
-        self.sock: socketlib.socket | None = None
+        self.sock: _socket.socket | None = None  # plugin._socket.bind_unix
         self._wake_r = self._wake_w = -1
         self._status_file: IO[str] | None = None
 
     # -- running --------------------------------------------------------------------
 
     def run(self) -> int:
-        from ._serve import _identity, bind_unix
+        from ._socket import _identity, bind_unix
 
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
@@ -626,7 +627,7 @@ def describe(exc: BaseException, root: str) -> tuple[str, str]:
 def declarations(classes: Sequence[type[Any]]) -> dict[str, Any]:
     """What the drivers ask of config.json, as JSON: a change means the dev
     plugin must be created again."""
-    from .manifest import requirements
+    from ._requirements import requirements
 
     return json.loads(json.dumps(asdict(requirements(classes)), default=list))  # type: ignore[no-any-return]
 
@@ -656,7 +657,7 @@ def _child(argv: list[str]) -> int:
     decl: dict[str, Any] | None = None
     if error is None:
         try:
-            from .__main__ import load_driver_class
+            from ._driver import load_driver_class
 
             classes = [load_driver_class(spec) for spec in args.drivers]
             decl = declarations(classes)
@@ -739,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         return _child(argv[1:])
-    from ._serve import configure_logging, socket_path
+    from ._serve import configure_logging
+    from ._socket import socket_path
 
     parser = argparse.ArgumentParser(
         prog="python -m plugin._dev", description=__doc__.split("\n")[0]

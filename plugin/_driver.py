@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from abc import ABC
 from collections.abc import Callable
@@ -139,3 +141,41 @@ class Driver(ABC):
                 f"{self.prefix}.{endpoint.name}"
             )
         return fn  # type: ignore[no-any-return]
+
+
+def load_driver_class(spec: str) -> type[Driver]:
+    """``package.module:ClassName`` -> the class.
+
+    ValueError with a one-line reason when the spec is malformed, names no
+    module or attribute, or names something that is not a driver class. An
+    error raised while the module itself is imported propagates unchanged.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"driver {spec!r} must be written module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing module of the spec is the spec's fault; a missing
+        # dependency of the driver's module is a real import error.
+        if exc.name is None or not _is_prefix(exc.name, module_name):
+            raise
+        raise ValueError(f"driver {spec!r}: no module named {exc.name!r}") from None
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(
+            f"driver {spec!r}: module {module_name!r} has no attribute {attr!r}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ValueError(
+            f"driver {spec!r}: not a driver class (a subclass of VolumeDriver or another type)"
+        )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise ValueError(f"driver {spec!r}: abstract class, implement {missing}")
+    return cls
+
+
+def _is_prefix(package: str, module_name: str) -> bool:
+    return module_name == package or module_name.startswith(package + ".")

@@ -1,31 +1,24 @@
-"""Serving drivers on the unix socket the daemon dials."""
+"""Serving drivers on the unix socket the daemon dials (or, as a host
+service, where a spec file or systemd says)."""
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
 import signal
-import socket as socketlib
-import stat
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._driver import Driver
 from ._listen import TLS, Listener, activation_sockets, bind_tcp, describe, parse_address
+from ._socket import _identity, bind_unix, socket_path
 
-__all__ = ["MAX_SOCKET_NAME", "PLUGIN_DIR", "bind_unix", "configure_logging", "serve"]
+if TYPE_CHECKING:
+    import _socket
 
-#: Where managed plugins listen (the daemon bind-mounts its socket dir here),
-#: and where legacy plugins are discovered.
-PLUGIN_DIR = "/run/docker/plugins"
-#: The daemon's socket path, /run/docker/plugins/<64-hex id>/<name>, must stay
-#: under the 108-byte limit of AF_UNIX paths.
-MAX_SOCKET_NAME = 23
-#: sun_path is 108 bytes including the terminating NUL.
-MAX_SOCKET_PATH = 107
+__all__ = ["configure_logging", "serve", "serve_on"]
 
 log = logging.getLogger("plugin")
 
@@ -62,67 +55,6 @@ def configure_logging(level: str | int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [out, err]
     root.setLevel(_level(level))
-
-
-def socket_path(socket: str | None, path: str | None) -> str:
-    if socket is not None and path is not None:
-        raise ValueError("serve() takes socket= or path=, not both")
-    if path is not None:
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ValueError(
-                f"socket path {path!r} is {len(os.fsencode(path))} bytes; unix sockets "
-                f"allow at most {MAX_SOCKET_PATH}"
-            )
-        return path
-    if not socket:
-        raise ValueError("serve() needs socket= (the config's interface.socket) or path=")
-    if "/" in socket or socket in (".", ".."):
-        raise ValueError(f"socket must be a file name, not a path: {socket!r}")
-    if len(socket) > MAX_SOCKET_NAME:
-        raise ValueError(
-            f"socket name {socket!r} is {len(socket)} characters; the daemon's limit "
-            f"is {MAX_SOCKET_NAME}"
-        )
-    return os.path.join(PLUGIN_DIR, socket)
-
-
-def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> socketlib.socket:
-    """Bind a listening unix socket at ``path``, replacing a stale socket file
-    (never another kind of file), with ``mode`` and ``group``."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
-        os.unlink(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        os.chmod(path, mode)
-        if group is not None:
-            os.chown(path, -1, _gid(group))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        os.unlink(path)
-        raise
-    return sock
-
-
-def _gid(group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"no such group: {group!r}") from None
 
 
 def serve(
@@ -179,31 +111,24 @@ def serve(
                 "serve() needs socket= (the config's interface.socket), path= or listen=, "
                 "unless systemd passes it its sockets (LISTEN_FDS)"
             )
-        where = socket_path(socket, path)
-        listener = Listener("unix", path=where)
-    root = logging.getLogger()
-    if not root.handlers:
-        configure_logging(log_level)
-    elif log_level is not None:
-        root.setLevel(_level(log_level))
-    # Listen before the heavier imports: the daemon gives up on a plugin whose
-    # socket does not accept connections within ~9.5 s, and connections made
-    # meanwhile wait in the backlog.
+        listener = Listener("unix", path=socket_path(socket, path))
+    setup_logging(log_level)
     with _StopOnSignal() as stop:
         owned = None
+        sockets: list[_socket.socket]
         if activated:
-            sockets = activated
+            sockets = list(activated)
         elif listener is not None and listener.scheme == "unix":
             sockets = [bind_unix(listener.path, mode=mode, group=group)]
             owned = (listener.path, _identity(listener.path))
         else:
             assert listener is not None
             sockets = [bind_tcp(listener)]
-        where = ", ".join(describe(sock, tls is not None) for sock in sockets)
+        where = ", ".join(describe(sock, tls is not None) for sock in sockets)  # type: ignore[arg-type]
         if activated:
             where += " (passed by systemd)"
         try:
-            _run(drivers, sockets, where, stop, tls)
+            serve_on(drivers, sockets, where, stop, tls)
         finally:
             for sock in sockets:
                 sock.close()
@@ -214,10 +139,13 @@ def serve(
     log.info("stopped")
 
 
-def _identity(path: str) -> tuple[int, int, int]:
-    # The inode alone is not enough: a successor's socket may reuse it at once.
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_ctime_ns
+def setup_logging(log_level: str | None) -> None:
+    """``configure_logging`` unless logging is configured already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        configure_logging(log_level)
+    elif log_level is not None:
+        root.setLevel(_level(log_level))
 
 
 def _uvicorn() -> Any:
@@ -260,13 +188,18 @@ def _uvicorn() -> Any:
     return package
 
 
-def _run(
-    drivers: tuple[Driver, ...],
-    sockets: list[socketlib.socket],
+def serve_on(
+    drivers: tuple[Driver, ...] | list[Driver],
+    sockets: list[_socket.socket],
     where: str,
     stop: _StopOnSignal,
     tls: TLS | None = None,
 ) -> None:
+    """Serve ``drivers`` on the listening ``sockets`` (described by ``where``)
+    until ``stop`` is signalled."""
+    from ._defer import defer_unused
+
+    defer_unused()
     uvicorn = _uvicorn()
 
     from ._app import make_app
@@ -280,15 +213,26 @@ def _run(
 def _run_app(
     uvicorn: Any,
     app: Any,
-    sockets: socketlib.socket | list[socketlib.socket],
+    sockets: _socket.socket | list[_socket.socket],
     stop: _StopOnSignal,
     tls: TLS | None = None,
 ) -> None:
     """Serve the ASGI ``app`` on the listening ``sockets`` until ``stop``."""
+    import socket
+
+    # Bare sockets (plugin._socket.bind_unix) made whole for asyncio.
+    listening = [
+        s if isinstance(s, socket.socket) else socket.socket(fileno=s.detach())
+        for s in (sockets if isinstance(sockets, list) else [sockets])
+    ]
     server = _server(uvicorn, app, tls)
     stop.server = server
-    if not stop.signalled:
-        server.run(sockets=sockets if isinstance(sockets, list) else [sockets])
+    try:
+        if not stop.signalled:
+            server.run(sockets=listening)
+    finally:
+        for s in listening:
+            s.close()
 
 
 def _tls_options(tls: TLS | None) -> dict[str, Any]:
@@ -304,9 +248,13 @@ def _tls_options(tls: TLS | None) -> dict[str, Any]:
 
 def _server(uvicorn: Any, app: Any, tls: TLS | None = None) -> Any:
     """The uvicorn server of a plugin, serving ``app`` (over TLS with ``tls``)."""
+    from ._http import protocol_class
+
     config = uvicorn.Config(
         app,
-        http="auto",
+        http=protocol_class(),
+        # uvicorn >= 0.36 takes a loop class ("module:name"); before, "auto".
+        loop="plugin._http:PluginLoop" if hasattr(uvicorn.Config, "get_loop_factory") else "auto",
         ws="none",
         interface="asgi3",
         lifespan="off",

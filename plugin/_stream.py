@@ -177,7 +177,7 @@ def stream_handler(call: str, endpoint: Endpoint, fn: Callable[..., Any]) -> Han
             body = await _read_body(scope, receive)
             req = decode_body(body, request_type)
         except PluginError as exc:
-            await _answer(send, exc.status, encode({"Err": exc.message}))
+            await _answer(scope, send, exc.status, encode({"Err": exc.message}))
             return
         except _Disconnected:
             return
@@ -200,7 +200,7 @@ def stream_handler(call: str, endpoint: Endpoint, fn: Callable[..., Any]) -> Han
                     if not items and not done:
                         continue
                     if error is not None and not items:
-                        await _answer(send, *_error(call, error))
+                        await _answer(scope, send, *_error(call, error))
                         return
                     await send(
                         {"type": "http.response.start", "status": 200, "headers": [_CONTENT_TYPE]}

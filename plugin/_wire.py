@@ -107,13 +107,18 @@ def encode(value: Model | Mapping[str, Any] | None) -> bytes:
     if value is None:
         return b"{}"
     data = value.to_wire() if isinstance(value, Model) else _to_json(dict(value))
-    # allow_nan=False: NaN is not JSON and would fail the daemon's decoder.
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(data)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (e.g. echoed from a "\ud800" in a request): escape it.
-        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return _ASCII_ENCODER.encode(data).encode("ascii")
+
+
+# Made once: json.dumps() with any non-default argument builds an encoder per
+# call. allow_nan=False: NaN is not JSON and would fail the daemon's decoder.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 # --- codecs ----------------------------------------------------------------------

@@ -5,7 +5,8 @@ wire verb, the driver base class, the endpoint table.
 
 Users name the driver with its full tagged name:
 ``docker network create --ipam-driver acme/myipam:latest --subnet ...``
-(the daemon does not add ``:latest`` for network and IPAM drivers).
+(the daemon does not add ``:latest`` for network and IPAM drivers: the
+short name fails with ``invalid ipam driver: "acme/myipam"``).
 
 The order of calls:
 

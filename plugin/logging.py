@@ -489,10 +489,14 @@ class LogStream:
         buf = b""
         broken = False
         while True:
+            # The flag is read before the FIFO: an empty read after the stop
+            # was asked means drained. (Read after it, the stop could have
+            # come with the last entries between the two.)
+            stopping = self.stopping.is_set()
             try:
                 chunk = os.read(self._fd, READ_SIZE)
             except BlockingIOError:
-                if self.stopping.is_set():
+                if stopping:
                     break  # drained: never wait for an EOF
                 poller.poll()
                 continue

@@ -197,7 +197,7 @@ def _reset_flag(p: argparse.ArgumentParser) -> None:
 def _privilege_warnings(project: Callable[[], Project], config: Any) -> list[str]:
     """Capabilities in ``config`` that the project's drivers do not declare
     (nothing when the drivers cannot be loaded here)."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._config import undeclared_capabilities
     from ._rootfs import load_drivers
 
@@ -304,10 +304,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             f"bundle {result.bundle}: rootfs {result.rootfs_bytes / 1e6:.1f} MB, built in "
             f"{time.monotonic() - start:.1f} s"
         )
-        extra = _privilege_warnings(get_project, result.config)
-        for warning in extra:
-            console.line(f"warning: {warning}")
-        _check_strict(args, result.bundle / "config.json", [*result.warnings, *extra])
+        # The build checked the capabilities against the drivers already.
+        _check_strict(args, result.bundle / "config.json", result.warnings)
         if cmd == "build":
             return 0
         engine = _engine(console, client)
@@ -450,7 +448,7 @@ def _publish(args: argparse.Namespace, project: Callable[[], Project], console: 
 
 def _service(args: argparse.Namespace, project: Project, console: Console) -> int:
     """``service``: the files that run the plugin as a host service."""
-    from ..manifest import requirements
+    from .._requirements import requirements
     from ._rootfs import load_drivers
     from ._service import ServiceTLS, service_files
 
@@ -505,6 +503,8 @@ _TRY = {
     ),
 }
 AUTHZ = "docker.authz/1.0"
+#: Types the daemon looks up by the plugin's exact name, tag included.
+_BY_FULL_NAME = {"docker.networkdriver/1.0", "docker.ipamdriver/1.0"}
 
 
 def authz_advice(name: str, engine: Any) -> list[str]:
@@ -557,6 +557,12 @@ def _usage(name: str, config: dict[str, Any], console: Console, engine: Any = No
     for kind in types:
         if kind in _TRY:
             lines.append("Try: " + _TRY[kind].format(name=name, short=short))
+    if set(types) & _BY_FULL_NAME:
+        lines.append(
+            "  (the daemon finds network and IPAM drivers by their full name, tag included: "
+            f'{name}; without the tag it answers "could not resolve driver" or "invalid ipam '
+            'driver")'
+        )
     if AUTHZ in types and engine is not None:
         lines += authz_advice(name, engine)
     settable = [

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
-from ..manifest import Requirements, requirements
+from .._requirements import Requirements, requirements
+from .._socket import PLUGIN_DIR
 from . import _slim
 from ._config import (
     ImageFacts,
@@ -83,15 +84,19 @@ def render_bundle_config(
     rootfs: Path | None,
     drivers: list[type[Driver]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Render config.json for ``project`` and validate it; returns the config
-    and its warnings, or raises ConfigError naming every bad field."""
+    """Render config.json for ``project`` and validate it (with the drivers'
+    declarations, so capabilities they do not declare are warned about);
+    returns the config and its warnings, or raises ConfigError naming every
+    bad field."""
     if drivers is None:
         drivers = load_drivers(project, rootfs.parent if rootfs is not None else None)
     reqs = _requirements(drivers)
     context = template_context(project, reqs, ImageFacts.from_inspect(image_attrs), rootfs)
     config = render_config(project.template_path, context)
     record_platform(config, rootfs, image_attrs)
-    warnings = check_config(config, rootfs)
+    # With what the drivers declare: the undeclared-capability check too,
+    # here, once per build.
+    warnings = check_config(config, rootfs, declared=reqs)
     return config, warnings
 
 
@@ -145,7 +150,7 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         stale.unlink()  # never leave a config that does not match the rootfs
     with docker_errors(f"inspect {image_id}"):
         attrs = client.images.get(image_id).attrs
-    needed = ["/run/docker/plugins", *(m.destination for m in reqs.mounts)]
+    needed = [PLUGIN_DIR, *(m.destination for m in reqs.mounts)]
     if reqs.propagated_mount:
         needed.append(reqs.propagated_mount)
     # What the slim probe runs: config.json as rendered (entrypoint[0] still

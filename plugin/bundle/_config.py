@@ -2,8 +2,9 @@
 
 The daemon checks almost nothing (keys are case-insensitive, unknown keys are
 silently dropped, ``validateConfig`` is a no-op), so a typo becomes a plugin
-that starts without its mount. Everything is checked here instead, against
-PROTOCOL.md §3, and against the rootfs when there is one.
+that starts without its mount. Everything is checked here instead: each
+field's type and allowed values as the daemon's config format defines them
+(the tables below), names and limits, and the rootfs when there is one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..manifest import Requirements
+from .._requirements import Requirements
+from .._socket import PLUGIN_DIR, socket_name_problem
 from ._errors import ConfigError
-from ._project import MAX_SOCKET, Project
+from ._project import Project
 
 __all__ = [
     "ImageFacts",
@@ -392,15 +394,16 @@ def _check_types(value: Any, spec: Any, where: str, out: list[Problem]) -> Any:
     return value
 
 
-def _is_bind(mount: Mapping[str, Any]) -> bool:
-    options = mount.get("options") or []
-    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+def is_bind_mount(type_: Any, options: Any) -> bool:
+    """A bind mount, as the daemon reads one: its type, or a bind option."""
+    return type_ == "bind" or "bind" in (options or []) or "rbind" in (options or [])
 
 
 def validate_config(
     config: Any, rootfs: Path | None = None, declared: Requirements | None = None
 ) -> list[Problem]:
-    """Every problem with ``config`` (errors and warnings), none raised.
+    """Every problem with ``config`` (errors and warnings), none raised:
+    field types first, then one validator per section of config.json.
 
     Broad privileges are warnings: all devices, the host's network for a
     volume or an authorization plugin, a propagated mount for an
@@ -412,117 +415,68 @@ def validate_config(
     if not isinstance(config, dict):
         return [_wrong_type("config.json", {}, config)]
     c: dict[str, Any] = _check_types(config, _SCHEMA, "", problems) or {}
-    mistyped = {p.field for p in problems}
-
-    def error(field: str, message: str) -> None:
-        problems.append(Problem(field, message))
-
-    def warning(field: str, message: str) -> None:
-        problems.append(Problem(field, message, error=False))
-
-    root = rootfs
+    check = _Check(c, rootfs, problems)
     if rootfs is not None and not rootfs.is_dir():
-        error("rootfs", f"{rootfs} is not a directory")
-        root = None
+        check.error("rootfs", f"{rootfs} is not a directory")
+        check.root = None
+    for validate in _SECTIONS:
+        validate(check)
+    problems += _privileges(c, declared)
+    return problems
 
-    entrypoint = c.get("entrypoint") or []
-    if not entrypoint and "entrypoint" not in mistyped:
-        error("entrypoint", "is required (the plugin's program and its arguments)")
-    program = entrypoint[0] if entrypoint else None
-    if isinstance(program, str) and not program.startswith("/"):
-        error(
-            "entrypoint[0]",
-            f"must be an absolute path (the image's PATH does not apply): {program!r}",
-        )
-    elif isinstance(program, str) and root is not None:
-        found = resolve_in_rootfs(root, program)
-        if found is None or not found.exists():
-            error("entrypoint[0]", f"{program} does not exist in the rootfs")
-        elif not found.is_file() or not found.stat().st_mode & 0o111:
-            error("entrypoint[0]", f"{program} is not an executable file in the rootfs")
 
-    iface = c.get("interface")
-    if iface is None:
-        if "interface" not in mistyped:
-            error("interface", "is required")
-        iface = {}
-    else:
-        if not iface.get("types") and "interface.types" not in mistyped:
-            error("interface.types", "is required (e.g. docker.volumedriver/1.0)")
-        if iface.get("socket") in (None, "") and "interface.socket" not in mistyped:
-            error("interface.socket", "is required (e.g. plugin.sock)")
-    for i, t in enumerate(iface.get("types") or []):
-        if t is None:
-            continue
-        m = re.fullmatch(r"docker\.([a-z]+)/(.+)", t)
-        if not m or m.group(1) not in CAPABILITY_TYPES:
-            known = ", ".join(f"docker.{k}/1.0" for k in sorted(CAPABILITY_TYPES))
-            error(f"interface.types[{i}]", f"unknown type {t!r} (known: {known})")
-        elif m.group(2) != "1.0":
-            error(f"interface.types[{i}]", f"version must be exactly 1.0, not {m.group(2)!r}")
-    sock = iface.get("socket")
-    if sock:
-        if "/" in sock:
-            error("interface.socket", f"must be a file name, not a path: {sock!r}")
-        if len(sock) > MAX_SOCKET:
-            error(
-                "interface.socket",
-                f"{sock!r} is {len(sock)} characters; the daemon's limit is {MAX_SOCKET} "
-                "(its socket path must fit in 108 bytes)",
-            )
-    scheme = iface.get("protocolscheme")
-    if scheme not in (None, "", "moby.plugins.http/v1"):
-        error(
-            "interface.protocolScheme",
-            f"{scheme!r} is not the HTTP protocol; the daemon would refuse to talk to the "
-            'plugin (use "" or "moby.plugins.http/v1")',
-        )
+class _Check:
+    """What each section's validator reads (``c``: the config with lower-cased
+    keys, as ``_check_types`` returns it; ``root``: the rootfs, if any) and
+    where it reports."""
 
-    for key in ("workdir", "propagatedmount"):
-        value = c.get(key)
-        field = _CANONICAL.get(key, key)
-        if not value:
-            continue
-        if not value.startswith("/"):
-            error(field, f"must be an absolute path: {value!r}")
-        elif root is not None and not _exists_in_rootfs(root, value):
-            error(field, f"{value} does not exist in the rootfs (create it in the Dockerfile)")
+    def __init__(self, c: dict[str, Any], root: Path | None, problems: list[Problem]) -> None:
+        self.c = c
+        self.root = root
+        self.problems = problems
+        #: Fields whose type was wrong: not checked again.
+        self.mistyped = {p.field for p in problems}
+        #: Names `docker plugin set` finds (see ``setting``), and where.
+        self.names: dict[str, str] = {}
 
-    network = (c.get("network") or {}).get("type")
-    if network == "bridge":
-        warning("network.type", "'bridge' gives the plugin no network at all; use \"host\"")
-    elif network not in (None, "", "host", "none"):
-        warning(
-            "network.type",
-            f'{network!r} is no network mode: the plugin gets no network (use "host" or "")',
-        )
+    def error(self, field: str, message: str) -> None:
+        self.problems.append(Problem(field, message))
 
-    # `docker plugin set NAME=...` looks for NAME in env, then mounts, devices
-    # and args; the first match wins, so a second use of a name is unreachable.
-    names: dict[str, str] = {}
+    def warning(self, field: str, message: str) -> None:
+        self.problems.append(Problem(field, message, error=False))
 
-    def setting(where: str, item: Mapping[str, Any], allowed: str, env: bool = False) -> None:
+    def in_rootfs(self, field: str, path: str) -> None:
+        """``path`` (absolute) must exist in the rootfs, when there is one."""
+        if self.root is not None and not _exists_in_rootfs(self.root, path):
+            self.error(field, f"{path} does not exist in the rootfs (create it in the Dockerfile)")
+
+    def setting(self, where: str, item: Mapping[str, Any], allowed: str, env: bool = False) -> None:
+        """A settable item: `docker plugin set NAME=...` looks for NAME in env,
+        then mounts, devices and args; the first match wins, so a second use
+        of a name is unreachable."""
         name = item.get("name")
         settable = item.get("settable") or []
         if not name:
             if env:
-                error(f"{where}.name", "is required")
+                self.error(f"{where}.name", "is required")
             elif settable:
-                error(f"{where}.name", "is required (`docker plugin set` finds settings by name)")
+                self.error(
+                    f"{where}.name", "is required (`docker plugin set` finds settings by name)"
+                )
             return
-        if name in names:
-            error(
+        if name in self.names:
+            self.error(
                 f"{where}.name",
-                f"{name!r} is also the name of {names[name]}; `docker plugin set` would only "
-                "reach the first",
+                f"{name!r} is also the name of {self.names[name]}; `docker plugin set` would "
+                "only reach the first",
             )
         else:
-            names[name] = where
+            self.names[name] = where
         for s in settable:
             if s != allowed:
-                error(f"{where}.settable", f"only {allowed!r} can be settable here, not {s!r}")
+                self.error(f"{where}.settable", f"only {allowed!r} can be settable here, not {s!r}")
 
-    def host_path(where: str, item: Mapping[str, Any], key: str, what: str) -> None:
+    def host_path(self, where: str, item: Mapping[str, Any], key: str, what: str) -> None:
         """A mount's source or a device's path: set by users, so checked
         against what `docker plugin set` can and cannot do."""
         value = item.get(key)
@@ -530,58 +484,138 @@ def validate_config(
         field = f"{where}.{key}"
         if value is None:
             if settable:
-                error(
+                self.error(
                     field,
                     f"is null, which `docker plugin set` cannot change (the daemon answers "
                     f'"Plugin config has no {what}"); give a default, or "" for users to set',
                 )
             else:
-                error(field, "is null and not settable: the plugin could never be enabled")
+                self.error(field, "is null and not settable: the plugin could never be enabled")
         elif value == "":
             if settable:
                 setting_name = item.get("name") or "NAME"
-                warning(
+                self.warning(
                     field,
                     f"is empty: users must `docker plugin set PLUGIN {setting_name}.{key}=/path` "
                     "before enable",
                 )
             else:
-                error(field, "is empty and not settable: the plugin could never be enabled")
+                self.error(field, "is empty and not settable: the plugin could never be enabled")
 
-    for i, e in enumerate(c.get("env") or []):
+
+def _entrypoint(check: _Check) -> None:
+    entrypoint = check.c.get("entrypoint") or []
+    if not entrypoint and "entrypoint" not in check.mistyped:
+        check.error("entrypoint", "is required (the plugin's program and its arguments)")
+    program = entrypoint[0] if entrypoint else None
+    if isinstance(program, str) and not program.startswith("/"):
+        check.error(
+            "entrypoint[0]",
+            f"must be an absolute path (the image's PATH does not apply): {program!r}",
+        )
+    elif isinstance(program, str) and check.root is not None:
+        found = resolve_in_rootfs(check.root, program)
+        if found is None or not found.exists():
+            check.error("entrypoint[0]", f"{program} does not exist in the rootfs")
+        elif not found.is_file() or not found.stat().st_mode & 0o111:
+            check.error("entrypoint[0]", f"{program} is not an executable file in the rootfs")
+
+
+def _interface(check: _Check) -> None:
+    iface = check.c.get("interface")
+    if iface is None:
+        if "interface" not in check.mistyped:
+            check.error("interface", "is required")
+        return
+    if not iface.get("types") and "interface.types" not in check.mistyped:
+        check.error("interface.types", "is required (e.g. docker.volumedriver/1.0)")
+    if iface.get("socket") in (None, "") and "interface.socket" not in check.mistyped:
+        check.error("interface.socket", "is required (e.g. plugin.sock)")
+    for i, t in enumerate(iface.get("types") or []):
+        if t is None:
+            continue
+        m = re.fullmatch(r"docker\.([a-z]+)/(.+)", t)
+        if not m or m.group(1) not in CAPABILITY_TYPES:
+            known = ", ".join(f"docker.{k}/1.0" for k in sorted(CAPABILITY_TYPES))
+            check.error(f"interface.types[{i}]", f"unknown type {t!r} (known: {known})")
+        elif m.group(2) != "1.0":
+            check.error(f"interface.types[{i}]", f"version must be exactly 1.0, not {m.group(2)!r}")
+    sock = iface.get("socket")
+    problem = socket_name_problem(sock) if sock else None
+    if problem is not None:
+        check.error("interface.socket", problem)
+    scheme = iface.get("protocolscheme")
+    if scheme not in (None, "", "moby.plugins.http/v1"):
+        check.error(
+            "interface.protocolScheme",
+            f"{scheme!r} is not the HTTP protocol; the daemon would refuse to talk to the "
+            'plugin (use "" or "moby.plugins.http/v1")',
+        )
+
+
+def _paths(check: _Check) -> None:
+    """workdir and propagatedMount: absolute, and in the rootfs."""
+    for key in ("workdir", "propagatedmount"):
+        value = check.c.get(key)
+        field = _CANONICAL.get(key, key)
+        if not value:
+            continue
+        if not value.startswith("/"):
+            check.error(field, f"must be an absolute path: {value!r}")
+        else:
+            check.in_rootfs(field, value)
+
+
+def _network(check: _Check) -> None:
+    network = (check.c.get("network") or {}).get("type")
+    if network == "bridge":
+        check.warning("network.type", "'bridge' gives the plugin no network at all; use \"host\"")
+    elif network not in (None, "", "host", "none"):
+        check.warning(
+            "network.type",
+            f'{network!r} is no network mode: the plugin gets no network (use "host" or "")',
+        )
+
+
+def _env(check: _Check) -> None:
+    for i, e in enumerate(check.c.get("env") or []):
         if e is None:
             continue
         where = f"env[{i}]"
-        setting(where, e, "value", env=True)
+        check.setting(where, e, "value", env=True)
         name = e.get("name") or ""
         if "=" in name:
-            error(f"{where}.name", f"must not contain '=': {name!r}")
+            check.error(f"{where}.name", f"must not contain '=': {name!r}")
         if "." in name and e.get("settable"):
-            error(f"{where}.name", f"{name!r} contains '.', so `docker plugin set` cannot set it")
+            check.error(
+                f"{where}.name", f"{name!r} contains '.', so `docker plugin set` cannot set it"
+            )
 
-    for i, m in enumerate(c.get("mounts") or []):
+
+def _mounts(check: _Check) -> None:
+    for i, m in enumerate(check.c.get("mounts") or []):
         if m is None:
             continue
         where = f"mounts[{i}]"
-        setting(where, m, "source")
+        check.setting(where, m, "source")
         dest = m.get("destination")
         if not dest:
-            if f"{where}.destination" not in mistyped:
-                error(f"{where}.destination", "is required")
+            if f"{where}.destination" not in check.mistyped:
+                check.error(f"{where}.destination", "is required")
         elif not dest.startswith("/"):
-            error(f"{where}.destination", f"must be an absolute path: {dest!r}")
-        elif root is not None and not _exists_in_rootfs(root, dest):
-            error(
-                f"{where}.destination",
-                f"{dest} does not exist in the rootfs (create it in the Dockerfile)",
-            )
-        if f"{where}.source" not in mistyped:
-            host_path(where, m, "source", "mount source")
+            check.error(f"{where}.destination", f"must be an absolute path: {dest!r}")
+        else:
+            check.in_rootfs(f"{where}.destination", dest)
+        if f"{where}.source" not in check.mistyped:
+            check.host_path(where, m, "source", "mount source")
         source = m.get("source")
-        if source and not source.startswith("/") and _is_bind(m):
-            error(f"{where}.source", f"a bind mount needs an absolute host path: {source!r}")
+        if source and not source.startswith("/") and is_bind_mount(m.get("type"), m.get("options")):
+            check.error(f"{where}.source", f"a bind mount needs an absolute host path: {source!r}")
 
-    linux = c.get("linux") or {}
+
+def _linux(check: _Check) -> None:
+    """Capabilities (known names) and devices (settable host paths)."""
+    linux = check.c.get("linux") or {}
     for i, cap in enumerate(linux.get("capabilities") or []):
         if cap is None or cap in LINUX_CAPS:
             continue
@@ -589,32 +623,41 @@ def validate_config(
         hints = [h for h in (upper, f"CAP_{upper}") if h in LINUX_CAPS]
         hints = hints or difflib.get_close_matches(upper, sorted(LINUX_CAPS), n=1)
         also = f" (did you mean {hints[0]!r}?)" if hints else ""
-        error(f"linux.capabilities[{i}]", f"unknown capability {cap!r}{also}")
+        check.error(f"linux.capabilities[{i}]", f"unknown capability {cap!r}{also}")
     for i, d in enumerate(linux.get("devices") or []):
         if d is None:
             continue
         where = f"linux.devices[{i}]"
-        setting(where, d, "path")
-        if f"{where}.path" not in mistyped:
-            host_path(where, d, "path", "device path")
+        check.setting(where, d, "path")
+        if f"{where}.path" not in check.mistyped:
+            check.host_path(where, d, "path", "device path")
         path = d.get("path")
         if path and not path.startswith("/"):
-            error(f"{where}.path", f"must be an absolute host path: {path!r}")
-    args = c.get("args")
-    if args:
-        setting("args", args, "value")
+            check.error(f"{where}.path", f"must be an absolute host path: {path!r}")
 
-    problems += _privileges(c, declared)
-    if c.get("user"):
-        warning("user", "is ignored by the daemon: plugins run as root")
-    if c.get("rootfs"):
-        warning("rootfs", "is overwritten by `docker plugin create`")
-    if root is not None and not _exists_in_rootfs(root, "/run/docker/plugins"):
-        error(
+
+def _args(check: _Check) -> None:
+    args = check.c.get("args")
+    if args:
+        check.setting("args", args, "value")
+
+
+def _ignored(check: _Check) -> None:
+    """What the daemon ignores or overwrites, and what it needs in the rootfs."""
+    if check.c.get("user"):
+        check.warning("user", "is ignored by the daemon: plugins run as root")
+    if check.c.get("rootfs"):
+        check.warning("rootfs", "is overwritten by `docker plugin create`")
+    if check.root is not None and not _exists_in_rootfs(check.root, PLUGIN_DIR):
+        check.error(
             "rootfs",
-            "/run/docker/plugins does not exist (the daemon mounts the socket directory there)",
+            f"{PLUGIN_DIR} does not exist (the daemon mounts the socket directory there)",
         )
-    return problems
+
+
+#: The validators, in the order of config.json's sections (env before mounts,
+#: devices and args: the order `docker plugin set` looks names up in).
+_SECTIONS = (_entrypoint, _interface, _paths, _network, _env, _mounts, _linux, _args, _ignored)
 
 
 # --- least privilege -------------------------------------------------------------------

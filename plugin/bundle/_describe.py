@@ -29,7 +29,7 @@ MARK = "@@dpk-drivers@@"
 #: Runs in the image: ``python3 -c SCRIPT spec...``; one line, MARK + JSON.
 SCRIPT = r"""
 import dataclasses, json, sys
-from plugin.__main__ import load_driver_class
+from plugin._driver import load_driver_class
 
 MARK = "@@dpk-drivers@@"
 SKIP = {"endpoints", "implements", "prefix", "capability"}

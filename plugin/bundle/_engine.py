@@ -10,13 +10,14 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ._errors import BundleError, EngineError
+from ._config import is_bind_mount
+from ._errors import BundleError, EngineError, engine_errors, reason
 from ._platform import arch_of_platform, arch_tag, recorded_platform, rootfs_arch
 from ._project import normalize_name
 
@@ -40,32 +41,10 @@ def docker_client(timeout: int = 600) -> Any:
         client.ping()
     except Exception as exc:
         raise EngineError(
-            f"cannot reach the Docker daemon ({_reason(exc)}); start it (scripts/engine start) "
+            f"cannot reach the Docker daemon ({reason(exc)}); start it (scripts/engine start) "
             "or set DOCKER_HOST"
         ) from None
     return client
-
-
-def _reason(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
-    return str(exc) or type(exc).__name__
-
-
-@contextmanager
-def _engine_call(what: str) -> Iterator[None]:
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-    import requests.exceptions
-
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
-    except requests.exceptions.RequestException as exc:
-        raise EngineError(f"{what}: {_reason(exc)}") from None
 
 
 class Engine:
@@ -93,7 +72,7 @@ class Engine:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
-            raise EngineError(f"inspect {name}: {_reason(exc)}") from None
+            raise EngineError(f"inspect {name}: {reason(exc)}") from None
 
     def create(
         self, name: str, bundle: Path, *, replace: bool = False, keep_settings: bool = True
@@ -110,7 +89,7 @@ class Engine:
                     f"plugin {name} already exists (remove it, or create with --replace)"
                 )
             self.report(f"removing the existing {name} ({old['Id'][:12]})")
-            with _engine_call(f"remove {name}"):
+            with engine_errors(f"remove {name}"):
                 self.api.remove_plugin(name, force=True)
         with tempfile.TemporaryDirectory(prefix="dpk-ref-") as tmp:
             ref = Path(tmp) / REF_FILE
@@ -119,7 +98,7 @@ class Engine:
             # and read back.
             body = _Stream(_pack(bundle, ref))
             self.report(f"packing {bundle}")
-            with _engine_call(f"create {name}"):
+            with engine_errors(f"create {name}"):
                 res = self.api._post(
                     self.api._url("/plugins/create"),
                     params={"name": name},
@@ -158,7 +137,7 @@ class Engine:
         for item in settings:
             if "=" not in item or item.startswith("="):
                 raise EngineError(f"set {name}: {item!r} must be written KEY=VALUE")
-        with _engine_call(f"set {name}"):
+        with engine_errors(f"set {name}"):
             self.api.configure_plugin(name, settings)
 
     def authorization_plugins(self) -> AuthzConfig:
@@ -200,7 +179,7 @@ class Engine:
         self.check_platform(name, info)
         self.ensure_mount_sources(info)
         try:
-            with _engine_call(f"enable {name}"):
+            with engine_errors(f"enable {name}"):
                 self.api.enable_plugin(name, timeout=timeout)
         except EngineError as exc:
             raise EngineError(self._enable_failure(name, str(exc), info)) from None
@@ -215,7 +194,7 @@ class Engine:
             self.report(f"{name} is already disabled")
             return
         try:
-            with _engine_call(f"disable {name}"):
+            with engine_errors(f"disable {name}"):
                 self.api.disable_plugin(name, force=force)
         except EngineError as exc:
             if force or _IN_USE not in str(exc):
@@ -233,7 +212,7 @@ class Engine:
         if info is None:
             return False
         try:
-            with _engine_call(f"remove {name}"):
+            with engine_errors(f"remove {name}"):
                 self.api.remove_plugin(name, force=force)
         except EngineError as exc:
             if force or _IN_USE not in str(exc):
@@ -248,7 +227,7 @@ class Engine:
     def daemon_platform(self) -> str:
         """``linux/amd64``: what the daemon runs."""
         if self._daemon_platform is None:
-            with _engine_call("version"):
+            with engine_errors("version"):
                 version = self.api.version()
             self._daemon_platform = f"{version.get('Os', 'linux')}/{version.get('Arch', '')}"
         return self._daemon_platform
@@ -262,7 +241,7 @@ class Engine:
         if recorded is not None or not _local_daemon(self.api):
             return recorded
         try:
-            with _engine_call("info"):
+            with engine_errors("info"):
                 root = self.api.info().get("DockerRootDir") or "/var/lib/docker"
             rootfs = Path(root) / "plugins" / str(info["Id"]) / "rootfs"
             return f"linux/{rootfs_arch(rootfs, config.get('Entrypoint') or [])}"
@@ -275,7 +254,7 @@ class Engine:
         if not _local_daemon(self.api):
             return None
         try:
-            with _engine_call("info"):
+            with engine_errors("info"):
                 root = Path(self.api.info().get("DockerRootDir") or "/var/lib/docker") / "plugins"
             state = json.loads((root / str(info["Id"]) / "config.json").read_text())
             return sum(
@@ -316,7 +295,7 @@ class Engine:
         for mount in mounts or []:
             source = mount.get("Source")
             options = mount.get("Options") or []
-            bind = mount.get("Type") == "bind" or "bind" in options or "rbind" in options
+            bind = is_bind_mount(mount.get("Type"), options)
             if not bind or not source or not source.startswith("/") or os.path.lexists(source):
                 continue
             try:
@@ -597,44 +576,80 @@ def _pack(bundle: Path, ref: Path) -> Iterator[bytes]:
 def _pack_tar(tar: str, bundle: Path, ref: Path) -> Iterator[bytes]:
     import subprocess
 
-    proc = subprocess.Popen(
-        [
-            tar,
-            "-c",
-            "-f",
-            "-",
-            "--numeric-owner",
-            "-C",
-            str(bundle),
-            "config.json",
-            "rootfs",
-            "--transform",
-            f"s,^\\{ref.name}$,rootfs/{ref.name},",
-            "-C",
-            str(ref.parent),
-            ref.name,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        while chunk := proc.stdout.read(1 << 20):
-            yield chunk
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        code = proc.wait()
+    # tar's messages go to a file, not a pipe: a pipe nobody reads until tar
+    # ends would stop tar (and this build) once it holds 64 KiB of warnings.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [
+                tar,
+                "-c",
+                "-f",
+                "-",
+                "--numeric-owner",
+                "-C",
+                str(bundle),
+                "config.json",
+                "rootfs",
+                "--transform",
+                f"s,^\\{ref.name}$,rootfs/{ref.name},",
+                "-C",
+                str(ref.parent),
+                ref.name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read(1 << 20):
+                yield chunk
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace")
     if code != 0:
-        raise EngineError(f"packing {bundle} failed: {err.strip()}")
+        raise EngineError(f"packing {bundle} failed: {err.strip()[-2000:]}")
 
 
 def _pack_python(config: Path, rootfs: Path, ref: Path) -> Iterator[bytes]:
-    import io
+    """The bundle as a tar stream made by tarfile (no tar on this host): made
+    in a thread and handed over in pieces, never whole in memory."""
+    import queue
+    import threading
 
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tf:
-        tf.add(config, "config.json")
-        tf.add(rootfs, "rootfs")
-        tf.add(ref, f"rootfs/{ref.name}")
-    yield out.getvalue()
+    pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    class Pipe:
+        def write(self, data: bytes) -> int:
+            if stop.is_set():
+                raise OSError("the reader went away")
+            pieces.put(bytes(data))
+            return len(data)
+
+    def make() -> None:
+        try:
+            pipe: Any = Pipe()  # write() is all a stream ("w|") needs
+            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.GNU_FORMAT) as tf:
+                tf.add(config, "config.json")
+                tf.add(rootfs, "rootfs")
+                tf.add(ref, f"rootfs/{ref.name}")
+        except BaseException as exc:
+            pieces.put(exc)
+        else:
+            pieces.put(None)
+
+    worker = threading.Thread(target=make, name="pack-bundle", daemon=True)
+    worker.start()
+    try:
+        while (piece := pieces.get()) is not None:
+            if isinstance(piece, BaseException):
+                raise EngineError(f"packing {rootfs.parent} failed: {piece}") from None
+            yield piece
+    finally:
+        stop.set()
+        while worker.is_alive():  # let it see the stop, if it waits to put
+            with suppress(queue.Empty):
+                pieces.get(timeout=0.1)
+        worker.join()

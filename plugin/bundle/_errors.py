@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class BundleError(Exception):
     """Base of every builder error; ``str()`` is one clear line for the user."""
@@ -25,3 +28,26 @@ class BuildError(BundleError):
 
 class EngineError(BundleError):
     """The Docker daemon refused a request; the message carries its reason."""
+
+
+def reason(exc: BaseException) -> str:
+    """The daemon's own words for a refusal (docker-py's ``explanation``),
+    else the exception's message."""
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
+    return str(exc) or type(exc).__name__
+
+
+@contextmanager
+def engine_errors(what: str, error: type[BundleError] = EngineError) -> Iterator[None]:
+    """The daemon's refusals (and a lost connection) while doing ``what``, as
+    one ``error`` line: ``what: the daemon's reason``. The one place engine
+    errors are translated."""
+    import docker.errors  # type: ignore[import-untyped,unused-ignore]
+    import requests.exceptions
+
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise error(f"{what}: {reason(exc)}") from None

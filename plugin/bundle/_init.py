@@ -44,6 +44,9 @@ class PluginType:
     class_suffix: str
     #: The kit's base class, for the README: ``plugin.volume.VolumeDriver``.
     base: str
+    #: Why the project's rootfs is not slimmed, when it is not (plugin.toml
+    #: says so above ``slim = false``).
+    slim_off: str = ""
 
 
 TYPES: dict[str, PluginType] = {
@@ -52,6 +55,43 @@ TYPES: dict[str, PluginType] = {
         "a volume driver: docker volume create -d NAME",
         "Volumes",
         "plugin.volume.VolumeDriver",
+    ),
+    "network": PluginType(
+        "network",
+        "a network driver: docker network create -d NAME:TAG",
+        "Networks",
+        "plugin.network.NetworkDriver",
+        "the driver runs ip and iptables, which the slim step cannot see it use",
+    ),
+    "ipam": PluginType(
+        "ipam",
+        "an IPAM driver: docker network create --ipam-driver NAME:TAG",
+        "Ipam",
+        "plugin.ipam.IpamDriver",
+    ),
+    "logging": PluginType(
+        "logging",
+        "a log driver: docker run --log-driver NAME",
+        "Logs",
+        "plugin.logging.LogDriver",
+    ),
+    "metrics": PluginType(
+        "metrics",
+        "a metrics collector: reads the daemon's metrics",
+        "Metrics",
+        "plugin.metrics.MetricsCollector",
+    ),
+    "authz": PluginType(
+        "authz",
+        "an authorization plugin: the daemon's authorization-plugins",
+        "Authz",
+        "plugin.authz.AuthzPlugin",
+    ),
+    "secrets": PluginType(
+        "secrets",
+        "a Swarm secret provider: docker secret create --driver NAME",
+        "Secrets",
+        "plugin.secrets.SecretProvider",
     ),
 }
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._socket import MAX_SOCKET_NAME, socket_name_problem
 from ._errors import ProjectError
 
 __all__ = ["KEYS", "Key", "Project", "find_project", "load_project", "normalize_name"]
@@ -26,7 +27,7 @@ _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-
 _NAME_RE = re.compile(rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?", re.ASCII)
 _DRIVER_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _PACKAGE_RE = re.compile(r"[A-Za-z_]\w*", re.ASCII)
-MAX_SOCKET = 23
+MAX_SOCKET = MAX_SOCKET_NAME  # the daemon's limit (plugin._socket says why)
 #: The kit's own files: the default Dockerfile and config.json.j2.
 TEMPLATES = Path(__file__).with_name("templates")
 PROJECT_FILE = "plugin.toml"
@@ -279,14 +280,10 @@ def load_project(path: str | Path = PROJECT_FILE) -> Project:
     socket = text(plugin, "plugin", "socket", f"{short_name(name)}.sock")
     if not socket:
         raise ProjectError(f"{path}: plugin.socket must not be empty")
-    if "/" in socket:
-        raise ProjectError(f"{path}: plugin.socket: must be a file name, not a path: {socket!r}")
-    if len(socket) > MAX_SOCKET:
+    problem = socket_name_problem(socket)
+    if problem is not None:
         where = "" if "socket" in plugin else " (the default, from plugin.name)"
-        raise ProjectError(
-            f"{path}: plugin.socket: {socket!r}{where} is {len(socket)} characters; the "
-            f"daemon's limit is {MAX_SOCKET}"
-        )
+        raise ProjectError(f"{path}: plugin.socket{where}: {problem}")
     slim = build.get("slim", Project.slim)
     if not isinstance(slim, bool):
         raise ProjectError(f"{path}: build.slim must be true or false")

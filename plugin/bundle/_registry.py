@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ._config import read_config
-from ._engine import REF_FILE, Engine, _engine_call
-from ._errors import BundleError, EngineError
+from ._engine import REF_FILE, Engine
+from ._errors import BundleError, EngineError, engine_errors
 from ._platform import (
     DEFAULT_TAG_ARCH,
     arch_output,
@@ -137,7 +137,7 @@ def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str
     headers = _auth_headers(api, name)
     progress = _Progress()
     try:
-        with _engine_call(f"push {name}"):
+        with engine_errors(f"push {name}"):
             res = api._post(api._url("/plugins/{0}/push", name), headers=headers, stream=True)
             api._raise_for_status(res)
             _drain(f"push {name}", api._stream_helper(res, decode=True), engine, progress)
@@ -308,7 +308,7 @@ def format_privileges(privileges: list[dict[str, Any]]) -> list[str]:
 
 
 def _privileges(engine: Engine, remote: str, grant: bool) -> list[dict[str, Any]]:
-    with _engine_call(f"privileges of {remote}"):
+    with engine_errors(f"privileges of {remote}"):
         privileges = list(engine.api.plugin_privileges(remote) or [])
     lines = format_privileges(privileges)
     for line in lines:
@@ -341,7 +341,7 @@ def install(
     if enable:
         _check_tag(engine, f"enable {local}", remote)
     privileges = _privileges(engine, remote, grant)
-    with _engine_call(f"install {remote}"):
+    with engine_errors(f"install {remote}"):
         stream = engine.api.pull_plugin(remote, privileges, local)
         _drain(f"install {remote}", stream, engine)
     try:
@@ -397,7 +397,7 @@ def upgrade(
     if before.get("Enabled"):
         engine.report(f"disabling {name} (its volumes stay)")
         engine.disable(name, force=True)
-    with _engine_call(f"upgrade {name}"):
+    with engine_errors(f"upgrade {name}"):
         stream = engine.api.upgrade_plugin(name, remote, privileges)
         _drain(f"upgrade {name}", stream, engine)
     after = engine.inspect(name) or {}

@@ -9,16 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 from .._driver import Driver
 from ._config import resolve_in_rootfs
 from ._context import DOCKERFILE, build_context
-from ._engine import _reason
-from ._errors import BuildError
+from ._errors import BuildError, engine_errors
 from ._project import Project
 
 __all__ = [
@@ -42,16 +42,9 @@ Report = Callable[[str], None]
 SCRIPTS = Path(__file__).with_name("scripts")
 
 
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
+def docker_errors(what: str) -> AbstractContextManager[None]:
     """The daemon's refusals (and a lost connection) as BuildError."""
-    import docker.errors  # type: ignore[import-untyped,unused-ignore]
-    import requests.exceptions
-
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise BuildError(f"{what}: {_reason(exc)}") from None
+    return engine_errors(what, BuildError)
 
 
 #: The kit's own runtime packages; pinned to the versions the host has (the
@@ -85,7 +78,7 @@ def load_drivers(project: Project, bundle: Path | None = None) -> list[type[Driv
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
-    from ..__main__ import load_driver_class
+    from .._driver import load_driver_class
 
     drivers = []
     own = {"plugin", *project.own_packages}
@@ -309,20 +302,27 @@ def unpack(stream: Any, dest: Path, chunks: Iterable[bytes] | None = None) -> in
     if chunks is None:
         chunks = iter(lambda: stream.read(1 << 20), b"")
     total = 0
-    proc = subprocess.Popen(
-        [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    try:
-        for chunk in chunks:
-            total += len(chunk)
-            proc.stdin.write(chunk)
-    finally:
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        code = proc.wait()
+    # tar's messages go to a file, not a pipe: a pipe nobody reads until tar
+    # ends would stop tar (and this build) once it holds 64 KiB of warnings.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [tar, "-x", "-p", "--numeric-owner", "-C", str(dest)],
+            stdin=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdin is not None
+        try:
+            for chunk in chunks:
+                total += len(chunk)
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # tar stopped: its status and messages say why
+        finally:
+            with suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace")
     if code != 0:
         raise BuildError(f"unpacking the rootfs failed: {err.strip()[:300]}")
     return total

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._listen import Listener, parse_address
-from ..manifest import PROPAGATED_MOUNT_ENV, Requirements
+from .._requirements import Requirements
+from ..manifest import PROPAGATED_MOUNT_ENV
 from ._errors import BundleError
 from ._project import Project
 

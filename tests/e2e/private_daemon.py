@@ -363,7 +363,9 @@ class PrivateDaemon:
         if not missing:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        save = subprocess.Popen(["docker", "save", *missing], stdout=subprocess.PIPE, env=env)
+        save = subprocess.Popen(
+            ["docker", "save", *missing], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         load = subprocess.run(
             ["docker", "--host", self.host, "load", "-q"],
             stdin=save.stdout,
@@ -371,9 +373,11 @@ class PrivateDaemon:
             env=env,
             check=False,
         )
-        assert save.stdout is not None
+        assert save.stdout is not None and save.stderr is not None
         save.stdout.close()
-        assert save.wait(120) == 0 and load.returncode == 0, load.stderr.decode()
+        saved = save.wait(120)
+        assert saved == 0, f"docker save {' '.join(missing)}: {save.stderr.read().decode().strip()}"
+        assert load.returncode == 0, load.stderr.decode()
 
     # --- its log ------------------------------------------------------------------
 

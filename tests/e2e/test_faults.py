@@ -29,7 +29,14 @@ from pathlib import Path
 import pytest
 from localvol.driver import PAUSE_ENV
 
-from tests.unit.test_fuzz import RAW_CASES, _http, big_raw_cases, check_raw, raw_exchange
+from tests.unit.test_fuzz import (
+    RAW_CASES,
+    _http,
+    big_raw_cases,
+    check_raw,
+    parse_responses,
+    raw_exchange,
+)
 
 from ..conftest import PYTHONPATH, Tally
 from .conftest import (
@@ -152,8 +159,10 @@ def test_hostile_bytes_on_the_managed_plugins_socket(faults: Plugin, tally: Tall
     noise = [rng.randbytes(rng.randrange(1, 400)) for _ in range(40)]
     noise += [b"POST /VolumeDriver.Get HTTP/1.1\r\n" + rng.randbytes(60) for _ in range(20)]
     cases = [*RAW_CASES, *big_raw_cases()]
-    for raw in cases:
-        check_raw(raw, raw_exchange(path, raw), path)
+    for raw, statuses in cases:
+        answer = raw_exchange(path, raw, wait=10 if statuses else 1.0, expect=len(statuses))
+        check_raw(raw, answer, path)
+        assert [status for status, _, _ in parse_responses(answer)] == statuses, raw[:80]
     for raw in noise:
         check_raw(raw, raw_exchange(path, raw, wait=0.5, half_close=True), path)
     tally.add("fuzz cases tried", len(cases) + len(noise))

@@ -11,7 +11,9 @@ needs a package this host does not have is built too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -26,6 +28,7 @@ import pytest
 from plugin.bundle._init import TYPES
 
 from .conftest import ROOT, TEST_IMAGE, docker
+from .private_daemon import PrivateDaemon, _free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +94,8 @@ class Made:
     init_to_enabled: float
 
 
-def _use_volume(name: str) -> None:
+def _use_volume(made: Made, request: pytest.FixtureRequest) -> None:
+    name = made.name
     volume = f"v-{uuid.uuid4().hex[:8]}"
     plugin_id = docker("plugin", "inspect", "-f", "{{.Id}}", f"{name}:latest").stdout.strip()
     # The skeleton keeps each volume as a directory of its propagated mount.
@@ -110,9 +114,198 @@ def _use_volume(name: str) -> None:
         docker("volume", "rm", "-f", volume, check=False)
 
 
-#: How each type's plugin is used through the daemon; a type init knows
-#: needs one here.
-USE: dict[str, Callable[[str], None]] = {"volume": _use_volume}
+def _subnet() -> str:
+    """A /24 for one test (10.100-150: clear of the other e2e files' ranges)."""
+    return f"10.{random.randint(100, 150)}.{random.randint(0, 255)}"
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True)
+    return {link["ifname"] for link in json.loads(out.stdout)}
+
+
+def _ip_of(container: str, network: str) -> str:
+    info = json.loads(docker("inspect", container).stdout)[0]
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def _endpoint_of(container: str, network: str) -> str:
+    info = json.loads(docker("inspect", container).stdout)[0]
+    return str(info["NetworkSettings"]["Networks"][network]["EndpointID"])
+
+
+def _use_network(name: str) -> None:
+    """Two containers on a network of the skeleton reach each other and the
+    gateway; the bridge and veths it made go with the containers and the network."""
+    net, base = f"dpk-net-{uuid.uuid4().hex[:8]}", _subnet()
+    containers = [f"dpk-c-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        docker("network", "create", "-d", f"{name}:latest", "--subnet", f"{base}.0/24",
+               "--gateway", f"{base}.1", net)  # fmt: skip
+        bridge = "nb-" + docker("network", "inspect", "-f", "{{.Id}}", net).stdout[:12]
+        assert bridge in _links()
+        for container in containers:
+            docker("run", "-d", "--name", container, "--network", net, TEST_IMAGE, "sleep", "600")
+        ip1, ip2 = (_ip_of(c, net) for c in containers)
+        shown = docker("exec", containers[0], "ip", "-o", "-4", "addr", "show", "eth0").stdout
+        assert f" inet {ip1}/24 " in shown, shown
+        # By address, by name (the daemon's DNS, as the project's README shows), the gateway.
+        for address in (ip2, containers[1], f"{base}.1"):
+            docker("exec", containers[0], "ping", "-c", "1", "-W", "2", address)
+        # Each container's veth pair: its host end on the bridge.
+        made = {bridge, *(f"ve-{_endpoint_of(c, net)[:12]}" for c in containers)}
+        assert made <= _links()
+        docker("rm", "-f", *containers)
+        docker("network", "rm", net)
+        assert not (_links() & made)
+    finally:
+        docker("rm", "-f", *containers, check=False)
+        docker("network", "rm", net, check=False)
+
+
+def _use_ipam(name: str) -> None:
+    """A network of Docker's bridge driver takes its addresses from the
+    skeleton: the gateway first, then the range, or exactly what --ip says."""
+    net, base = f"dpk-net-{uuid.uuid4().hex[:8]}", _subnet()
+    containers = [f"dpk-c-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    # The state on a host directory of this test's own, as a user sets one
+    # (the default, /var/lib/myipam, is the same for every session).
+    data = Path(f"/var/tmp/{name.replace('/', '-')}")
+    data.mkdir()
+    state = data / "state.json"
+    docker("plugin", "disable", f"{name}:latest")
+    docker("plugin", "set", f"{name}:latest", f"state.source={data}")
+    docker("plugin", "enable", f"{name}:latest")
+    try:
+        docker("network", "create", "--ipam-driver", f"{name}:latest", "--subnet",
+               f"{base}.0/24", "--ip-range", f"{base}.128/25", net)  # fmt: skip
+        info = json.loads(docker("network", "inspect", net).stdout)[0]
+        assert info["IPAM"]["Driver"] == f"{name}:latest"
+        docker("run", "-d", "--name", containers[0], "--network", net, TEST_IMAGE, "sleep", "600")
+        docker("run", "-d", "--name", containers[1], "--network", net, "--ip", f"{base}.9",
+               TEST_IMAGE, "sleep", "600")  # fmt: skip
+        assert [_ip_of(c, net) for c in containers] == [f"{base}.128", f"{base}.9"]
+        docker("exec", containers[0], "ping", "-c", "1", "-W", "2", f"{base}.9")
+        pools = json.loads(state.read_text())["pools"]
+        assert pools[f"{base}.0/24"]["addresses"] == [f"{base}.1", f"{base}.9", f"{base}.128"]
+        docker("rm", "-f", *containers)
+        docker("network", "rm", net)
+        assert json.loads(state.read_text())["pools"] == {}
+    finally:
+        docker("rm", "-f", *containers, check=False)
+        docker("network", "rm", net, check=False)
+        shutil.rmtree(data)
+
+
+def _use_logging(name: str) -> None:
+    container = f"dpk-e2e-{uuid.uuid4().hex[:10]}"
+    try:
+        docker("run", "--name", container, "--network", "none", "--log-driver", name,
+               TEST_IMAGE, "sh", "-c", "echo hello; echo oops >&2")  # fmt: skip
+        out = docker("logs", container)
+        assert (out.stdout, out.stderr) == ("hello\n", "oops\n")
+        cid = docker("inspect", "-f", "{{.Id}}", container).stdout.strip()
+    finally:
+        docker("rm", "-f", container, check=False)
+    short = name.rsplit("/", 1)[-1]
+    log = Path(f"/var/lib/{short}/{cid}.log")  # the template's default logs.source
+    # stdout and stderr are copied apart by the daemon: their order may differ.
+    stored = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    assert sorted(stored) == ["stderr oops", "stdout hello"]
+    log.unlink()
+
+
+def _use_metrics(name: str) -> None:
+    short = name.rsplit("/", 1)[-1]
+    latest = Path(f"/var/lib/{short}/latest.prom")  # the template's default metrics.source
+    text = wait_for_text(latest, 30)
+    assert "engine_daemon_engine_info" in text, text[:300]
+    latest.unlink()
+
+
+def wait_for_text(path: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} not written within {timeout:g} s"
+        time.sleep(0.1)
+    return path.read_text()
+
+
+@contextlib.contextmanager
+def on_private_daemon(
+    made: Made, request: pytest.FixtureRequest, *settings: str
+) -> Iterator[tuple[PrivateDaemon, str]]:
+    """The project's bundle (made by ``make plugin``) as a plugin of the
+    private daemon, for the types a daemon must be reconfigured for."""
+    from plugin.bundle._engine import Engine
+
+    daemon: PrivateDaemon = request.getfixturevalue("private_daemon")
+    name = f"{made.name}:latest"
+    engine = Engine(daemon.client())
+    try:
+        engine.create(name, made.root / "rootfs-build")
+        if settings:
+            engine.set(name, list(settings))
+        engine.enable(name, timeout=30)
+        yield daemon, name
+    finally:
+        daemon.docker("plugin", "rm", "-f", name, check=False)
+
+
+def _use_authz(made: Made, request: pytest.FixtureRequest) -> None:
+    with on_private_daemon(made, request) as (daemon, name):
+        daemon.configure(**{"authorization-plugins": [name]})
+        try:
+            ok = daemon.docker("run", "--rm", TEST_IMAGE, "echo", "hello")
+            assert ok.stdout == "hello\n"
+            denied = daemon.docker("run", "--rm", "--privileged", TEST_IMAGE, "true", check=False)
+            assert (
+                f"authorization denied by plugin {name}: privileged containers are not allowed"
+                in denied.stderr
+            ), denied.stderr
+        finally:
+            daemon.configure(**{"authorization-plugins": None})
+
+
+def _use_secrets(made: Made, request: pytest.FixtureRequest) -> None:
+    from .test_secrets import Secrets, _data_path_port
+
+    source = Path(f"/var/tmp/dpk-e2e-init-secrets-{uuid.uuid4().hex[:8]}")
+    source.mkdir()
+    (source / "db-password").write_bytes(b"hunter2")
+    try:
+        with on_private_daemon(made, request, f"secrets.source={source}") as (daemon, name):
+            daemon.docker(
+                "swarm", "init", "--advertise-addr", "127.0.0.1",
+                "--listen-addr", f"127.0.0.1:{_free_port()}",
+                "--data-path-port", str(_data_path_port()),
+            )  # fmt: skip
+            try:
+                daemon.docker("secret", "create", "--driver", name, "db-password")
+                outputs = Secrets(daemon, name, source).service(
+                    "--secret", "db-password", TEST_IMAGE, "cat", "/run/secrets/db-password"
+                )
+                assert list(outputs.values()) == ["hunter2"]
+            finally:
+                daemon.docker("swarm", "leave", "--force", check=False)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+        # The skeleton's default secrets directory, made on this host by `make plugin`.
+        with contextlib.suppress(OSError):
+            Path(f"/etc/docker/{made.name.rsplit('/', 1)[-1]}").rmdir()
+
+
+#: How each type's plugin is used through a daemon; a type init knows needs
+#: one here.
+USE: dict[str, Callable[[Made, pytest.FixtureRequest], None]] = {
+    "volume": _use_volume,
+    "network": lambda made, request: _use_network(made.name),
+    "ipam": lambda made, request: _use_ipam(made.name),
+    "logging": lambda made, request: _use_logging(made.name),
+    "metrics": lambda made, request: _use_metrics(made.name),
+    "authz": _use_authz,
+    "secrets": _use_secrets,
+}
 
 
 @contextlib.contextmanager
@@ -141,7 +334,9 @@ def make(kit: Kit, kind: str, tweak: Callable[[Path], None] | None = None) -> It
 
 
 @pytest.mark.parametrize("kind", sorted(TYPES))
-def test_init_make_plugin_make_test_and_use_it(kit: Kit, kind: str, tally: object) -> None:
+def test_init_make_plugin_make_test_and_use_it(
+    kit: Kit, kind: str, tally: object, request: pytest.FixtureRequest
+) -> None:
     assert kind in USE, f"add how a {kind} plugin is used to USE"
     with make(kit, kind) as made:
         tests = kit.run("make", "test", cwd=made.root)
@@ -149,7 +344,7 @@ def test_init_make_plugin_make_test_and_use_it(kit: Kit, kind: str, tally: objec
         assert " passed" in tests.stdout.splitlines()[-1]
         info = docker("plugin", "inspect", "-f", "{{.Enabled}}", f"{made.name}:latest")
         assert info.stdout.strip() == "true"
-        USE[kind](made.name)
+        USE[kind](made, request)
         tally.note(  # type: ignore[attr-defined]
             f"init --type {kind} to an enabled plugin: {made.init_to_enabled:.1f} s"
         )

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,11 +35,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-for _project in ("bridgenet", "poolipam"):
-    path = str(ROOT / "reference" / _project)
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 
 # --- building and creating the plugins ---------------------------------------------------------
@@ -96,10 +91,15 @@ _made_containers: list[str] = []
 # --- helpers ---------------------------------------------------------------------------------
 
 
+#: The third octets of the /24s tests ask for (poolipam carves its own
+#: pools from the low ones), each handed out once per session.
+_THIRDS = random.sample(range(100, 251), k=151)
+
+
 def subnet(plugins: NetPlugins) -> str:
     """A /24 of this session's range that no other test uses."""
     second = plugins.pools.split(".")[1]
-    return f"10.{second}.{random.randint(100, 250)}.0/24"
+    return f"10.{second}.{_THIRDS.pop()}.0/24"
 
 
 def create_network(
@@ -242,23 +242,48 @@ def test_removing_containers_and_the_network_releases_everything(plugins: NetPlu
 
 
 def test_a_bad_driver_option_fails_with_the_plugins_message(plugins: NetPlugins) -> None:
+    pools = plugins.ipam_state()["pools"]
     proc = create_network(plugins, "-o", "mtu=9", check=False)
     assert proc.returncode != 0
     assert "invalid value for option mtu: '9' (expected a number from 68 to 65535)" in proc.stderr
     proc = create_network(plugins, "-o", "vlan=3", check=False)
     assert "unknown option 'vlan' (supported: bridge_name, mtu)" in proc.stderr
-    # The IPAM pool taken for the refused network was given back.
-    assert all(p["refs"] >= 1 for p in plugins.ipam_state()["pools"].values())
+    # The IPAM pools taken for the refused networks were given back.
+    assert plugins.ipam_state()["pools"] == pools
+
+
+def test_a_failed_join_leaks_no_address(plugins: NetPlugins) -> None:
+    net = network(plugins, "--subnet", subnet(plugins))
+    nid = network_id(net)
+    held = ipam_addresses(plugins)
+    # The bridge goes from under the plugin (deleted by hand): Join fails.
+    subprocess.run(["ip", "link", "del", f"bn-{nid[:12]}"], check=True)
+    name = f"dpk-c-{uuid.uuid4().hex[:8]}"
+    _made_containers.append(name)
+    proc = docker(
+        "run", "-d", "--name", name, "--network", net, TEST_IMAGE, "sleep", "60", check=False
+    )
+    assert proc.returncode != 0
+    assert re.search(
+        r"cannot create veth pair vn-[0-9a-f]{12}/vc-[0-9a-f]{12}: Error: argument "
+        rf'"bn-{nid[:12]}" is wrong: Device does not exist',
+        proc.stderr,
+    ), proc.stderr
+    # The daemon undid the endpoint: its address went back to poolipam.
+    assert ipam_addresses(plugins) == held
 
 
 def test_the_short_name_is_not_enough(plugins: NetPlugins) -> None:
     # The daemon resolves network and IPAM drivers by exact name, tag included.
-    short = plugins.net.name.removesuffix(":latest")
-    name = f"dpk-net-{uuid.uuid4().hex[:8]}"
-    _made_networks.append(name)
-    proc = docker("network", "create", "-d", short, name, check=False)
-    assert proc.returncode != 0
-    assert "could not resolve driver" in proc.stderr or "not found" in proc.stderr, proc.stderr
+    net, ipam = (p.name.removesuffix(":latest") for p in (plugins.net, plugins.ipam))
+    for args, message in (
+        (["-d", net], f"could not resolve driver {net} in registry"),
+        (["--ipam-driver", ipam], f'invalid ipam driver: "{ipam}"'),
+    ):
+        name = f"dpk-net-{uuid.uuid4().hex[:8]}"
+        _made_networks.append(name)
+        proc = docker("network", "create", *args, name, check=False)
+        assert (proc.returncode, proc.stderr) == (1, f"Error response from daemon: {message}\n")
 
 
 def test_an_exhausted_pool_fails_with_the_plugins_message(plugins: NetPlugins) -> None:

@@ -534,24 +534,30 @@ def test_plugin_error_message_is_always_a_string() -> None:
 
 
 class _Slow(Memory):
+    """Create blocks its thread until released; Mount outlives its deadline
+    on the event loop (the loop's timers fire in order of their time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
     def call_timeout(self, endpoint: Endpoint) -> float | None:
         return 0.2 if endpoint.name in ("Create", "Mount") else None
 
     def create(self, req: CreateRequest) -> None:
-        time.sleep(1.0)
+        if not self.release.wait(30):
+            raise AssertionError("never released")
         super().create(req)
 
     async def mount(self, req: MountRequest) -> MountResponse:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         return MountResponse("/mnt/x")
 
 
 def test_a_call_running_past_its_deadline_is_answered_with_a_timeout() -> None:
     driver = _Slow()
     with PluginClient(driver) as client:
-        start = time.monotonic()
         reply = client.post("/VolumeDriver.Create", {"Name": "v"})
-        took = time.monotonic() - start
         assert (reply.status, reply.json) == (
             500,
             {
@@ -559,11 +565,16 @@ def test_a_call_running_past_its_deadline_is_answered_with_a_timeout() -> None:
                 "the operation may still finish: check its result before retrying"
             },
         )
-        assert took < 0.8
+        # Answered while the call was still blocked.
+        assert "v" not in driver.volumes
         reply = client.post("/VolumeDriver.Mount", {"Name": "v", "ID": "a"})
         assert reply.status == 500 and "stops waiting at 120 s" in reply.json["Err"]
-        # The thread was not stopped: the create completes in the background.
-        time.sleep(1.0)
+        # The thread was not stopped: released, the create completes in the background.
+        driver.release.set()
+        deadline = time.monotonic() + 10
+        while "v" not in driver.volumes:
+            assert time.monotonic() < deadline, "the create did not complete"
+            time.sleep(0.01)
         assert client.call("/VolumeDriver.Get", {"Name": "v"})["Volume"]["Name"] == "v"
 
 

@@ -421,3 +421,20 @@ def test_render_needs_a_built_image(project: Path, client: FakeClient) -> None:
             "error: image acme/vol-rootfs:build not found (run the build first)",
         ],
     )
+
+
+def test_network_and_ipam_plugins_are_named_with_their_tag() -> None:
+    from plugin.bundle.__main__ import Console, _usage
+
+    out = io.StringIO()
+    config = {"interface": {"types": ["docker.networkdriver/1.0", "docker.ipamdriver/1.0"]}}
+    _usage("acme/net:latest", config, Console(out))
+    assert out.getvalue().splitlines() == [
+        "",
+        "plugin acme/net:latest is enabled.",
+        "Try: docker network create -d acme/net:latest mynet",
+        "Try: docker network create --ipam-driver acme/net:latest mynet",
+        "  (the daemon finds network and IPAM drivers by their full name, tag included: "
+        'acme/net:latest; without the tag it answers "could not resolve driver" or "invalid ipam '
+        'driver")',
+    ]

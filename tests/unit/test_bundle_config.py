@@ -11,6 +11,7 @@ import pytest
 from localvol.driver import DATA
 
 from plugin import Args, Device, Env, Mount
+from plugin._requirements import requirements
 from plugin.bundle import (
     ConfigError,
     ImageFacts,
@@ -24,7 +25,7 @@ from plugin.bundle import (
 from plugin.bundle._builder import render_bundle_config, validate_bundle
 from plugin.bundle._config import read_config, resolve_in_rootfs, template_context
 from plugin.bundle._rootfs import make_dirs
-from plugin.manifest import LOG_LEVEL, requirements
+from plugin.manifest import LOG_LEVEL
 from plugin.volume import VolumeDriver
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from plugin._requirements import requirements
 from plugin.bundle import BuildError, load_project
 from plugin.bundle._describe import describe_in_image, stand_ins
 from plugin.bundle._rootfs import DRIVERS_FILE, MissingOnHost, load_drivers
 from plugin.bundle._slim import probe_calls
-from plugin.manifest import requirements
 from plugin.volume import VolumeDriver
 
 ROOT = Path(__file__).resolve().parents[2]

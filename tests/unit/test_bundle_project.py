@@ -130,8 +130,8 @@ def test_the_socket_defaults_to_the_name(tmp_path: Path) -> None:
     assert load_project(write(tmp_path, text)).socket == "vol.sock"
     long = text.replace('"acme/vol"', '"acme/' + "v" * 19 + ':1.0"')
     assert error(tmp_path, long) == (
-        f"plugin.socket: '{'v' * 19}.sock' (the default, from plugin.name) is 24 characters; "
-        "the daemon's limit is 23"
+        f"plugin.socket (the default, from plugin.name): '{'v' * 19}.sock' is 24 characters; "
+        "the daemon's limit is 23 (its socket path must fit in 108 bytes)"
     )
 
 
@@ -263,7 +263,8 @@ def test_a_bad_socket(tmp_path: Path) -> None:
     )
     long = "a" * 19 + ".sock"
     assert error(tmp_path, GOOD.replace('"vol.sock"', repr(long))) == (
-        f"plugin.socket: '{long}' is 24 characters; the daemon's limit is 23"
+        f"plugin.socket: '{long}' is 24 characters; the daemon's limit is 23 "
+        "(its socket path must fit in 108 bytes)"
     )
 
 

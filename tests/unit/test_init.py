@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from plugin import __version__
+from plugin._requirements import requirements
 from plugin.bundle import ProjectError, load_project
 from plugin.bundle.__main__ import main
 from plugin.bundle._init import TYPES, init_project, project_names
 from plugin.bundle._project import KEYS
 from plugin.bundle._rootfs import load_drivers
-from plugin.manifest import requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -34,7 +34,27 @@ EXPECTED = {
         "myvol/__init__.py",
         "myvol/driver.py",
     ],
+    "network": [
+        ".dockerignore",
+        ".github/workflows/ci.yml",
+        ".github/workflows/publish.yml",
+        ".gitignore",
+        "Dockerfile",
+        "Makefile",
+        "README.md",
+        "conftest.py",
+        "plugin.toml",
+        "tests/test_myvol.py",
+        "myvol/__init__.py",
+        "myvol/driver.py",
+        "myvol/host.py",
+    ],
 }
+EXPECTED["ipam"] = EXPECTED["volume"]
+EXPECTED["logging"] = EXPECTED["volume"]
+EXPECTED["metrics"] = EXPECTED["volume"]
+# The same files as a volume project: only the driver and its tests differ.
+EXPECTED["authz"] = EXPECTED["secrets"] = EXPECTED["volume"]
 
 
 def error(directory: Path, kind: str = "volume", **kwargs: object) -> str:
@@ -47,8 +67,18 @@ def test_every_type_has_its_expected_files() -> None:
     assert set(TYPES) == set(EXPECTED)
 
 
+@pytest.fixture
+def fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each project's package is imported anew (every type's is ``myvol``)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "myvol" or m.startswith("myvol.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 @pytest.mark.parametrize("kind", sorted(TYPES))
-def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> None:
+def test_a_new_project_loads_and_its_tests_pass(
+    tmp_path: Path, kind: str, fresh_imports: None
+) -> None:
     root = tmp_path / "myvol"
     result = init_project(root, kind)
     assert sorted(result.written) == sorted(EXPECTED[kind])
@@ -56,7 +86,7 @@ def test_a_new_project_loads_and_its_tests_pass(tmp_path: Path, kind: str) -> No
     project = load_project(root)
     assert project.name == "myvol:latest"
     assert project.socket == "myvol.sock"
-    assert project.slim is True
+    assert project.slim is not bool(TYPES[kind].slim_off)
     # The drivers load and declare what the daemon needs of their type.
     drivers = load_drivers(project)
     assert requirements(drivers).interface_types == (drivers[0].capability,)
@@ -157,7 +187,10 @@ def test_collisions_are_listed_and_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_types(tmp_path: Path) -> None:
-    assert error(tmp_path / "x", "storage") == "init: unknown plugin type 'storage' (known: volume)"
+    assert error(tmp_path / "x", "storage") == (
+        "init: unknown plugin type 'storage' (known: authz, ipam, logging, metrics, network, "
+        "secrets, volume)"
+    )
     assert error(tmp_path / "x", name="Acme") == (
         "init: invalid plugin name 'Acme': use an image-style reference in lower case, e.g. "
         "acme/myplugin:1.0 or localhost:5000/acme/myplugin"

@@ -1,6 +1,9 @@
 """What a plugin serving the daemon does not load: Starlette (only 404, 405
-and unexpected errors need it) and uvicorn's command line (click,
-multiprocessing). Checked in a real plugin process over its socket."""
+and unexpected errors need it), uvicorn's command line (click,
+multiprocessing), argparse (python -m plugin reads its own arguments),
+OpenSSL, logging config files, the email package and subprocess (loaded on
+first use, plugin/_defer.py). Checked in a real plugin process over its
+socket."""
 
 from __future__ import annotations
 
@@ -15,14 +18,28 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("starlette", "anyio", "click", "multiprocessing", "uvicorn.main")
+HEAVY = (
+    "starlette",
+    "anyio",
+    "click",
+    "multiprocessing",
+    "uvicorn.main",
+    "argparse",
+    "_ssl",
+    "logging.handlers",
+    "email._parseaddr",
+    "_posixsubprocess",
+)
 
 # A driver whose Get answers which of HEAVY its own process has loaded.
 DRIVER = """
 import sys
 from plugin.volume import GetResponse, Volume, VolumeDriver
 
-HEAVY = ("starlette", "anyio", "click", "multiprocessing", "uvicorn.main")
+HEAVY = (
+    "starlette", "anyio", "click", "multiprocessing", "uvicorn.main", "argparse", "_ssl",
+    "logging.handlers", "email._parseaddr", "_posixsubprocess",
+)
 
 
 class Introspective(VolumeDriver):

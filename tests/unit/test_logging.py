@@ -177,7 +177,7 @@ def test_entries_reach_on_entry_in_order_off_the_event_loop(fifo: Fifo) -> None:
         assert stop(client, fifo) == {}
     assert driver.got == sent
     assert driver.stopped == [("/web", 10000)]
-    assert all(name.startswith("log ") for name in driver.threads)
+    assert driver.threads and all(name.startswith("log ") for name in driver.threads)
 
 
 def test_stop_drains_what_is_buffered_without_waiting_for_eof(fifo: Fifo) -> None:
@@ -746,3 +746,19 @@ def test_read_logs_is_chunked_and_flushed_on_the_socket(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_entries_written_just_before_stop_are_never_lost(tmp_path: Path) -> None:
+    """The daemon writes the last entries, then sends StopLogging at once:
+    a reader that found the FIFO empty, then saw the stop, must still read
+    them (this lost them about once in 13 rounds when the stop flag was
+    read after the FIFO)."""
+    driver = Collect()
+    with PluginClient(driver) as client:
+        for i in range(100):
+            fifo = Fifo(tmp_path / f"f{i}")
+            start(client, fifo)
+            fifo.write(lines(1, start=i))
+            stop(client, fifo)
+            fifo.close()
+    assert driver.got == lines(100)

@@ -7,7 +7,8 @@ from typing import ClassVar
 import pytest
 
 from plugin import Args, Device, Driver, Endpoint, Env, Mount
-from plugin.manifest import LOG_LEVEL, Requirements, requirements
+from plugin._requirements import Requirements, requirements
+from plugin.manifest import LOG_LEVEL
 from plugin.volume import VolumeDriver
 
 DATA = Mount("data", destination="/data", source="/var/lib/vols", description="volumes")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from plugin import Model, PluginError, method_name, wire
+from plugin._requirements import requirements
 from plugin.ipam import IpamDriver, RequestAddressResponse, RequestPoolResponse
-from plugin.manifest import requirements
 from plugin.network import (
     CreateEndpointRequest,
     CreateEndpointResponse,

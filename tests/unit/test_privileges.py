@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -23,13 +24,13 @@ from typing import Any
 import pytest
 from localvol.driver import LocalVolumes
 
+from plugin._requirements import requirements
 from plugin.bundle import Problem, check_config, load_project, validate_config
 from plugin.bundle.__main__ import main
 from plugin.bundle._builder import render_bundle_config
 from plugin.bundle._config import undeclared_capabilities
 from plugin.bundle._rootfs import load_drivers
 from plugin.ipam import IpamDriver
-from plugin.manifest import requirements
 from plugin.network import NetworkDriver
 from plugin.volume import VolumeDriver
 from tests.conftest import PYTHONPATH
@@ -441,12 +442,19 @@ def serve_legacy(path: str, *group: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Until it listens: the socket file exists from bind(), its mode and
+    # group are set before listen().
     deadline = time.monotonic() + 15
-    while not os.path.exists(path):
+    while True:
         assert proc.poll() is None, "the plugin exited"
-        assert time.monotonic() < deadline
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+                return proc
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "the plugin did not listen within 15 s"
         time.sleep(0.02)
-    return proc
 
 
 def test_a_legacy_socket_is_0660_with_the_chosen_group(short_dir: str) -> None:
@@ -480,9 +488,6 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
     bundle = tmp_path / "bundle"
     rootfs = make_rootfs(bundle / "rootfs")
     project = load_project(project_file)
-    if not (project.root / "config.json.j2").exists():
-        # Until the builder gives every project the kit's default template.
-        project = dataclasses.replace(project, root=ROOT)
     declared = requirements(load_drivers(project))
     for mount in declared.mounts:  # as the build creates them
         (rootfs / mount.destination.lstrip("/")).mkdir(parents=True)
@@ -503,3 +508,42 @@ def test_the_authz_and_secrets_reference_plugins_pass_strict(name: str, tmp_path
         0,
         [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
     )
+
+
+@pytest.mark.parametrize("name", ["filelog", "metricsexport"])
+def test_the_log_and_metrics_reference_plugins_pass_strict(tmp_path: Path, name: str) -> None:
+    project = ROOT / "reference" / name / "plugin.toml"
+    bundle = tmp_path / "bundle"
+    rootfs = make_rootfs(bundle / "rootfs")
+    (rootfs / "logs").mkdir()
+    config, _ = render_bundle_config(load_project(project), IMAGE_ATTRS, rootfs)
+    (bundle / "config.json").write_text(json.dumps(config))
+    declared = requirements(load_drivers(load_project(project)))
+    assert check_config(config, rootfs, declared=declared) == []
+    assert declared.linux_capabilities == ()
+    assert declared.network == ("host" if name == "metricsexport" else "")
+    assert run("--project", str(project), "--bundle", str(bundle), "validate", "--strict") == (
+        0,
+        [f"==> validate {bundle}", f"    {bundle}/config.json: valid", "    done in N.N s"],
+    )
+
+
+def test_a_build_warns_once_about_capabilities_its_drivers_do_not_declare(
+    tmp_path: Path,
+) -> None:
+    # The template asks for one capability more than LocalVolumes declares;
+    # the build's own check reports it, with the drivers it loaded.
+    project = load_project(LOCALVOL / "plugin.toml")
+    template = tmp_path / "config.json.j2"
+    text = project.template_path.read_text()
+    line = '"capabilities": {{ capabilities | tojson }}'
+    assert line in text
+    more = '"capabilities": {{ ((capabilities | list) + ["CAP_NET_ADMIN"]) | tojson }}'
+    template.write_text(text.replace(line, more))
+    project = dataclasses.replace(project, config_template=str(template))
+    rootfs = make_rootfs(tmp_path / "bundle" / "rootfs")
+    _, warnings_ = render_bundle_config(project, IMAGE_ATTRS, rootfs)
+    assert warnings_ == [
+        "linux.capabilities[1]: CAP_NET_ADMIN is not declared by the plugin's drivers "
+        "(they declare CAP_SYS_ADMIN)"
+    ]

@@ -139,3 +139,13 @@ def test_the_tags_it_publishes(workflow: dict[str, Any]) -> None:
         "docker-plugin-kit", "--name", "docker.io/acme/myvol", "push",
         "1.2.0-amd64", "1.2.0-arm64", "1.2.0", "latest",
     ]  # fmt: skip
+
+
+def test_init_writes_it_into_every_new_project(tmp_path: Path) -> None:
+    from plugin.bundle._init import TYPES, init_project
+
+    for kind in TYPES:
+        root = tmp_path / kind
+        init_project(root, kind, name=f"acme/my{kind}", kit_version="9.9.9")
+        written = (root / ".github/workflows/publish.yml").read_text()
+        assert written == render_workflow(f"my{kind}", "9.9.9"), kind

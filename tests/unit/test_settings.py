@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from plugin import settings as s
-from plugin.manifest import Env, requirements
+from plugin._requirements import requirements
+from plugin.manifest import Env
 from plugin.settings import SettingsError
 from plugin.volume import VolumeDriver
 

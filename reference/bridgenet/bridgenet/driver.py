@@ -24,6 +24,10 @@ Driver options (``-o``): ``mtu`` (68-65535) of the bridge and the veths,
 ``bridge_name`` (a name of your own for the bridge, at most 15 characters).
 Anything else fails with the list of what is supported.
 
+Setting (``docker plugin set``, typed, checked before the plugin starts):
+``IPTABLES``: ``auto`` (the backend that holds Docker's rules),
+``iptables-nft``, ``iptables-legacy``, or ``off`` (no rule at all).
+
 State (``state.json`` in the data directory, replaced whole on each change
 and written before the daemon is answered): the networks and endpoints, so
 a restarted plugin finds its bridges again and containers keep their
@@ -43,7 +47,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from plugin import Mount, PluginError
+from plugin import Mount, PluginError, settings
 from plugin.network import (
     CreateEndpointRequest,
     CreateEndpointResponse,
@@ -62,7 +66,7 @@ from plugin.state import StateFile
 
 from .host import Host, IpHost, Link, br_netfilter_on
 
-__all__ = ["DATA", "BridgeNetworks"]
+__all__ = ["DATA", "BridgeNetworks", "BridgeSettings"]
 
 log = logging.getLogger("bridgenet")
 
@@ -72,6 +76,19 @@ DATA = Mount(
     source="/var/lib/docker-bridgenet",
     description="host directory holding state.json (docker plugin set PLUGIN data.source=/path)",
 )
+
+
+class BridgeSettings(settings.Settings):
+    """How bridgenet treats the host's firewall (``docker plugin set``)."""
+
+    iptables = settings.choice(
+        ["auto", "iptables-nft", "iptables-legacy", "off"],
+        "auto",
+        "the iptables whose FORWARD chain gets each bridge's ACCEPT rule: auto finds the "
+        "backend that holds Docker's rules; off adds none (bridged traffic then depends on "
+        "the host's own rules)",
+    )
+
 
 STATE_VERSION = 1
 OPTIONS = ("bridge_name", "mtu")
@@ -88,10 +105,13 @@ class BridgeNetworks(NetworkDriver):
     network = "host"
     linux_capabilities = ("CAP_NET_ADMIN",)
     mounts = (DATA,)
+    settings = BridgeSettings
     scope = "local"
 
     def __init__(self, data_dir: str | None = None, host: Host | None = None) -> None:
-        self.host: Host = host or IpHost()
+        if host is None:
+            host = ip_host(BridgeSettings.from_env())
+        self.host: Host = host
         self.state = StateFile(os.path.join(data_dir or DATA.destination, "state.json"), 1)
         self._lock = threading.Lock()
         data = self.state.load() or {}
@@ -307,6 +327,13 @@ class BridgeNetworks(NetworkDriver):
             step()
         except PluginError as exc:
             log.error("undo failed: %s", exc)
+
+
+def ip_host(config: BridgeSettings) -> IpHost:
+    """The real host, with the firewall as the settings say."""
+    if config.iptables == "off":
+        return IpHost(firewall=False)
+    return IpHost(iptables=None if config.iptables == "auto" else config.iptables)
 
 
 def _ours(link: Link, instance: str) -> bool:

@@ -65,11 +65,16 @@ class Host(Protocol):
 
 
 class IpHost:
-    """The real host: ``ip`` (iproute2) and ``iptables``."""
+    """The real host: ``ip`` (iproute2) and ``iptables``.
 
-    def __init__(self, ip: str = "ip", iptables: str | None = None) -> None:
+    ``iptables``: the program to run (None: the backend that holds Docker's
+    rules, found on first use); ``firewall=False`` leaves the firewall alone.
+    """
+
+    def __init__(self, ip: str = "ip", iptables: str | None = None, firewall: bool = True) -> None:
         self.ip = ip
         self._iptables = iptables
+        self.firewall = firewall
 
     # --- links ------------------------------------------------------------------------
 
@@ -118,12 +123,16 @@ class IpHost:
     # --- the firewall ---------------------------------------------------------------------
 
     def allow_forwarding(self, bridge: str) -> None:
+        if not self.firewall:
+            return
         rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
         if self._iptables_ok(["-C", *rule]):
             return
         self._run([self.iptables, "-w", "5", "-I", *rule], f"allow forwarding on {bridge}")
 
     def forbid_forwarding(self, bridge: str) -> None:
+        if not self.firewall:
+            return
         rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
         while self._iptables_ok(["-C", *rule]):
             self._run([self.iptables, "-w", "5", "-D", *rule], f"remove the rule of {bridge}")

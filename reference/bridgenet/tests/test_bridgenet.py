@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 from bridgenet import BridgeNetworks
+from bridgenet.driver import BridgeSettings, ip_host
 from bridgenet.host import Link, MemoryHost
 
+from plugin.__main__ import check_settings
+from plugin.settings import SettingsError
 from plugin.state import StateError
 from plugin.testing import PluginClient
 
@@ -294,6 +297,30 @@ def test_a_damaged_state_file_stops_the_start(data: Path, host: MemoryHost) -> N
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "iptables", "firewall"),
+    [
+        ("auto", None, True),
+        ("IPTABLES-LEGACY", "iptables-legacy", True),
+        ("iptables-nft", "iptables-nft", True),
+        ("off", None, False),
+    ],
+)
+def test_the_iptables_setting(value: str, iptables: str | None, firewall: bool) -> None:
+    host = ip_host(BridgeSettings.parse({"IPTABLES": value}))
+    assert (host._iptables, host.firewall) == (iptables, firewall)
+
+
+def test_a_bad_setting_stops_the_start() -> None:
+    with pytest.raises(SettingsError) as info:
+        check_settings([BridgeNetworks], {"IPTABLES": "nft"})
+    assert str(info.value) == (
+        'bad setting IPTABLES="nft": not one of auto, iptables-nft, iptables-legacy, off; '
+        "change it with docker plugin set PLUGIN IPTABLES=VALUE"
+    )
+    assert [(e.name, e.value) for e in BridgeSettings.env()] == [("IPTABLES", "auto")]
+
+
 # --- the real host, in a network namespace of this test's own ----------------------------
 
 REAL = """
@@ -315,6 +342,7 @@ peer = json.loads(run("ip", "-j", "link", "show", "vc-t"))
 host.delete_link("vn-t")
 host.delete_link("vn-t")  # gone already: fine
 host.forbid_forwarding("bn-t")
+IpHost(firewall=False).allow_forwarding("bn-t")  # IPTABLES=off: no rule
 host.delete_link("bn-t")
 after = [l.name for l in host.links()]
 rules_after = run("iptables", "-S", "FORWARD")

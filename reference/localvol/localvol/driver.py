@@ -36,7 +36,6 @@ sending a chmod, a deletion or a mount to the host's ``/``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import errno
 import functools
@@ -44,15 +43,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin import Mount, PluginError
 from plugin.manifest import propagated_mount_path
@@ -71,6 +67,12 @@ from plugin.volume import (
     Volume,
     VolumeDriver,
 )
+
+if TYPE_CHECKING:
+    import ctypes
+
+# shutil (removals) and ctypes (mounts) are imported when first needed: a
+# plugin that only answers the daemon's queries never loads them.
 
 __all__ = ["DATA", "PAUSE_ENV", "LocalVolumes", "StateError"]
 
@@ -180,7 +182,11 @@ class LocalVolumes(VolumeDriver):
         # never changed in place.
         self._lock = threading.Lock()
         self._vols: dict[str, _Volume] = {}
+        # Every mount not unmounted yet (state.json keeps them across
+        # restarts), and those of them made by this process: only the second
+        # can stop a Remove (see remove).
         self._refs = MountRefs()
+        self._live = MountRefs()
         with self._lock:
             self._recover()
 
@@ -226,12 +232,27 @@ class LocalVolumes(VolumeDriver):
         log.info("created volume %r %s", name, options)
 
     def remove(self, req: RemoveRequest) -> None:
+        """Remove a volume, unless this plugin process has mounted it and not
+        unmounted it since, as Docker's ``local`` driver refuses ("volume has
+        active mounts").
+
+        Mounts recorded in state.json by an earlier process are not counted:
+        the plugin tells them apart because only mounts answered by this
+        process are counted in ``_live`` (the daemon, restarted too, may never
+        unmount the others; it removes only volumes it sees unused).
+        """
         name = req.name
         with self._changing():
             if name not in self._vols:
                 raise _no_such(name)
+            active = self._live.count(name)
+            if active:
+                raise PluginError(
+                    f"cannot remove volume {_q(name)}: volume has active mounts ({active} "
+                    "since the plugin started; they must be unmounted first)"
+                )
             vols = {k: v for k, v in self._vols.items() if k != name}
-            holder = uuid.uuid4().hex
+            holder = os.urandom(16).hex()
             moved = True
             try:
                 with self._open(_VOLUMES) as vdir, self._open(_TRASH) as tdir:
@@ -260,6 +281,7 @@ class LocalVolumes(VolumeDriver):
                 raise PluginError(f"cannot remove volume {_q(name)}: {_reason(exc)}") from None
             self._vols = vols
             self._refs.forget(name)
+            self._live.forget(name)
             if self.bind:
                 # The daemon removes only unused volumes: a mount left here is
                 # stale (recorded before a restart). Committed already, so a
@@ -293,6 +315,7 @@ class LocalVolumes(VolumeDriver):
                         log.error("%s", undo)
                 raise PluginError(f"cannot mount volume {_q(name)}: {_reason(exc)}") from None
             self._refs.add(name, req.id)
+            self._live.add(name, req.id)
         return MountResponse(self._mountpoint(name))
 
     def unmount(self, req: UnmountRequest) -> None:
@@ -311,6 +334,7 @@ class LocalVolumes(VolumeDriver):
                 log.error("cannot unmount volume %r: %s", name, exc)
                 raise PluginError(f"cannot unmount volume {_q(name)}: {_reason(exc)}") from None
             last = self._refs.discard(name, req.id)
+            self._live.discard(name, req.id)
             if last and self.bind:
                 self._unbind(name)
 
@@ -438,7 +462,8 @@ class LocalVolumes(VolumeDriver):
         self._write_state({"version": STATE_VERSION, "volumes": volumes})
 
     def _write_state(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.data_dir)
+        tmp = os.path.join(self.data_dir, f"{_TMP_PREFIX}{os.urandom(8).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2, ensure_ascii=False)
@@ -520,6 +545,8 @@ class LocalVolumes(VolumeDriver):
         volume goes on being deleted in the background after PURGE_WAIT."""
 
         def purge() -> None:
+            import shutil
+
             try:
                 with self._open(_TRASH) as tdir:
                     shutil.rmtree(holder, dir_fd=tdir)
@@ -666,6 +693,8 @@ class LocalVolumes(VolumeDriver):
         path = os.path.join(self._trash_dir, entry)
         try:
             if stat.S_ISDIR(os.stat(entry, dir_fd=tdir, follow_symlinks=False).st_mode):
+                import shutil
+
                 shutil.rmtree(entry, dir_fd=tdir)
             else:
                 os.unlink(entry, dir_fd=tdir)  # a link is deleted, never followed
@@ -867,6 +896,8 @@ def _human(size: int) -> str:
 @functools.cache
 def _libc() -> ctypes.CDLL:
     # The running interpreter's own C library (glibc or musl alike).
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [
         ctypes.c_char_p,
@@ -881,11 +912,17 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
 def _bind_mount(src: str, dst: str, shown: str | None = None) -> None:
     """Bind ``src`` onto ``dst`` (both may be /proc/self/fd/N); ``shown`` names
     the target in errors."""
     if _libc().mount(os.fsencode(src), os.fsencode(dst), None, MS_BIND, None) != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(err, os.strerror(err), shown or dst)
 
 
@@ -893,7 +930,7 @@ def _detach(dst: str) -> None:
     """Lazily unmount everything stacked on ``dst``; nothing mounted is fine."""
     for _ in range(16):
         if _libc().umount2(os.fsencode(dst), MNT_DETACH | UMOUNT_NOFOLLOW) != 0:
-            err = ctypes.get_errno()
+            err = _errno()
             if err == errno.EINVAL:  # not (or no longer) a mount point
                 return
             raise OSError(err, os.strerror(err), dst)

@@ -24,7 +24,7 @@ from localvol.driver import DATA, LocalVolumes, StateError
 
 from plugin import Mount
 from plugin.__main__ import main as plugin_main
-from plugin.manifest import requirements
+from plugin._requirements import requirements
 from plugin.testing import PluginClient
 from plugin.volume import CreateRequest
 
@@ -381,6 +381,53 @@ def test_restart_keeps_volumes_options_created_at_and_refs(
         )
         assert post(again, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
         assert post(again, "Path", {"Name": "v"}) == (200, {"Mountpoint": ""})
+
+
+def test_remove_refuses_a_volume_this_process_mounted_until_it_is_unmounted(
+    client: PluginClient, data: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    assert post(client, "Mount", {"Name": "v", "ID": ID_A})[0] == 200
+    assert post(client, "Mount", {"Name": "v", "ID": ID_B})[0] == 200
+
+    def refused(count: int) -> tuple[int, Any]:
+        return (
+            500,
+            {
+                "Err": f'cannot remove volume "v": volume has active mounts ({count} since the '
+                "plugin started; they must be unmounted first)"
+            },
+        )
+
+    assert post(client, "Remove", {"Name": "v"}) == refused(2)
+    assert post(client, "Unmount", {"Name": "v", "ID": ID_A}) == (200, {})
+    assert post(client, "Remove", {"Name": "v"}) == refused(1)
+    assert (data / "volumes" / "v").is_dir()  # refused: nothing moved
+    assert post(client, "Unmount", {"Name": "v", "ID": ID_B}) == (200, {})
+    assert post(client, "Remove", {"Name": "v"}) == (200, {})
+    assert state(data)["volumes"] == {}
+
+
+def test_mounts_recorded_before_a_restart_do_not_block_remove(
+    client: PluginClient, data: Path, tmp_path: Path
+) -> None:
+    assert post(client, "Create", {"Name": "v"}) == (200, {})
+    assert post(client, "Create", {"Name": "w"}) == (200, {})
+    assert post(client, "Mount", {"Name": "v", "ID": ID_A})[0] == 200
+    assert post(client, "Mount", {"Name": "w", "ID": ID_A})[0] == 200
+    client.close()
+    with restart(data, tmp_path) as again:
+        # Still recorded (and reported) as mounted...
+        assert state(data)["volumes"]["v"]["mounts"] == [ID_A]
+        assert get(again, "v")["Volume"]["Status"]["mounts"] == 1
+        # ...but made by the process before: the daemon decides.
+        assert post(again, "Remove", {"Name": "v"}) == (200, {})
+        # A mount made after the restart counts again.
+        assert post(again, "Mount", {"Name": "w", "ID": ID_B})[0] == 200
+        assert post(again, "Remove", {"Name": "w"})[0] == 500
+        assert post(again, "Unmount", {"Name": "w", "ID": ID_B}) == (200, {})
+        assert post(again, "Remove", {"Name": "w"}) == (200, {})
+        assert state(data)["volumes"] == {}
 
 
 def test_no_temp_files_are_left_behind(client: PluginClient, data: Path) -> None:

@@ -8,7 +8,9 @@ Install, then name it with its full tagged name::
         --subnet 10.9.0.0/24 --ip-range 10.9.0.128/25 --gateway 10.9.0.1 NAME
 
 A network without ``--subnet`` gets the first free ``/POOL_SIZE`` of
-``POOLS`` (``/POOL_SIZE_V6`` of ``POOLS_V6`` for IPv6). A requested pool,
+``POOLS`` (``/POOL_SIZE_V6`` of ``POOLS_V6`` for IPv6): typed settings
+(``PoolSettings``), checked before the plugin starts; a bad value stops it
+with a message naming the setting and its value. A requested pool,
 sub-pool (``--ip-range``), gateway and exact address (``--ip``) are
 honoured. Addresses are handed out lowest first, from the sub-pool when
 there is one.
@@ -33,11 +35,11 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin import Env, Mount, PluginError
+from plugin import Mount, PluginError, settings
 from plugin.ipam import (
     IpamDriver,
     ReleaseAddressRequest,
@@ -47,9 +49,9 @@ from plugin.ipam import (
     RequestPoolRequest,
     RequestPoolResponse,
 )
-from plugin.state import StateError, StateFile
+from plugin.state import StateFile
 
-__all__ = ["DATA", "POOLS", "POOLS_V6", "POOL_SIZE", "POOL_SIZE_V6", "PoolIpam"]
+__all__ = ["DATA", "PoolIpam", "PoolSettings"]
 
 log = logging.getLogger("poolipam")
 
@@ -62,14 +64,66 @@ DATA = Mount(
     source="/var/lib/docker-poolipam",
     description="host directory holding state.json (docker plugin set PLUGIN data.source=/path)",
 )
-POOLS = Env(
-    "POOLS",
-    "10.142.0.0/16",
-    "IPv4 ranges (comma-separated CIDRs) that pools are carved from when a network names none",
-)
-POOL_SIZE = Env("POOL_SIZE", "24", "prefix length of the IPv4 pools carved from POOLS")
-POOLS_V6 = Env("POOLS_V6", "fd42:d0c:1::/48", "IPv6 ranges that IPv6 pools are carved from")
-POOL_SIZE_V6 = Env("POOL_SIZE_V6", "64", "prefix length of the IPv6 pools carved from POOLS_V6")
+
+
+def ranges(version: int, default: str, description: str) -> settings.Setting[tuple[IPNetwork, ...]]:
+    """A setting holding comma-separated CIDR ranges of one IP version."""
+
+    def parse(text: str) -> tuple[IPNetwork, ...]:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        nets = tuple(ipaddress.ip_network(part) for part in parts)  # ValueError when bad
+        if not nets or any(net.version != version for net in nets):
+            raise ValueError(text)
+        return nets
+
+    example = "10.142.0.0/16,10.143.0.0/16" if version == 4 else "fd42:d0c:1::/48"
+    return settings.Setting(
+        "ranges",
+        parse,
+        lambda nets: ",".join(map(str, nets)),
+        f"comma-separated IPv{version} networks",
+        f"CIDR, such as {example}",
+        default,
+        description,
+        None,
+        True,
+    )
+
+
+class PoolSettings(settings.Settings):
+    """Where pools come from when a network names none (``docker plugin set``)."""
+
+    pools = ranges(
+        4,
+        "10.142.0.0/16",
+        "IPv4 ranges that pools are carved from when a network names none",
+    )
+    pool_size = settings.integer(
+        24, "prefix length of the IPv4 pools carved from POOLS", minimum=1, maximum=32
+    )
+    pools_v6 = ranges(6, "fd42:d0c:1::/48", "IPv6 ranges that IPv6 pools are carved from")
+    pool_size_v6 = settings.integer(
+        64, "prefix length of the IPv6 pools carved from POOLS_V6", minimum=1, maximum=128
+    )
+
+    @classmethod
+    def parse(cls, environ: Mapping[str, str]) -> PoolSettings:
+        """Each setting by its type, then: every pool size fits in its ranges."""
+        values = super().parse(environ)
+        problems = [
+            f"bad setting {size}={prefix}: pools of /{prefix} do not fit in {net} ({name}); "
+            f"change it with docker plugin set PLUGIN {size}=VALUE"
+            for name, size, nets, prefix in (
+                ("POOLS", "POOL_SIZE", values.pools, values.pool_size),
+                ("POOLS_V6", "POOL_SIZE_V6", values.pools_v6, values.pool_size_v6),
+            )
+            for net in nets
+            if prefix < net.prefixlen
+        ]
+        if problems:
+            raise settings.SettingsError(problems)
+        return values
+
 
 STATE_VERSION = 1
 GATEWAY_LABEL = "gateway"
@@ -103,14 +157,14 @@ class PoolIpam(IpamDriver):
     """Pools carved from per-host ranges; addresses lowest first."""
 
     mounts = (DATA,)
-    env = (POOLS, POOL_SIZE, POOLS_V6, POOL_SIZE_V6)
+    settings = PoolSettings
     local_address_space = "LocalDefault"
     global_address_space = "GlobalDefault"
 
-    def __init__(self, data_dir: str | None = None, environ: dict[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        self.ranges_v4, self.size_v4 = _ranges(env, POOLS, POOL_SIZE, 4)
-        self.ranges_v6, self.size_v6 = _ranges(env, POOLS_V6, POOL_SIZE_V6, 6)
+    def __init__(self, data_dir: str | None = None, config: PoolSettings | None = None) -> None:
+        config = PoolSettings.from_env() if config is None else config
+        self.ranges_v4, self.size_v4 = list(config.pools), config.pool_size
+        self.ranges_v6, self.size_v6 = list(config.pools_v6), config.pool_size_v6
         self.state = StateFile(os.path.join(data_dir or DATA.destination, "state.json"), 1)
         self._lock = threading.Lock()
         self._pools: dict[str, _Pool] = self._load()
@@ -328,35 +382,3 @@ def _hosts(span: IPNetwork) -> Iterator[IPAddress]:
 def _subnets(ranges: list[IPNetwork], size: int) -> Iterator[IPNetwork]:
     for r in ranges:
         yield from r.subnets(new_prefix=size)
-
-
-def _ranges(env: Any, ranges: Env, size: Env, version: int) -> tuple[list[IPNetwork], int]:
-    """The carving ranges and pool size from the settings; StateError (a
-    ValueError: the plugin does not start) naming the setting when bad."""
-    text = env.get(ranges.name, ranges.value) or ""
-    out: list[IPNetwork] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            net = ipaddress.ip_network(part)
-        except ValueError as exc:
-            raise StateError(f"setting {ranges.name}={text!r}: {exc}") from None
-        if net.version != version:
-            raise StateError(f"setting {ranges.name}={text!r}: {part} is not an IPv{version} range")
-        out.append(net)
-    if not out:
-        raise StateError(f"setting {ranges.name} is empty: give at least one CIDR range")
-    raw = env.get(size.name, size.value) or ""
-    limit = 32 if version == 4 else 128
-    if not raw.isdigit() or not 1 <= int(raw) <= limit:
-        raise StateError(f"setting {size.name}={raw!r}: expected a prefix length from 1 to {limit}")
-    prefix = int(raw)
-    for net in out:
-        if prefix < net.prefixlen:
-            raise StateError(
-                f"setting {size.name}={prefix}: pools of /{prefix} do not fit in {net} "
-                f"({ranges.name})"
-            )
-    return out, prefix

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from poolipam import PoolIpam
+from poolipam.driver import PoolSettings
 
+from plugin.__main__ import check_settings
+from plugin.settings import SettingsError
 from plugin.state import StateError
 from plugin.testing import PluginClient
 
@@ -54,7 +57,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def start(data: Path, **env: str) -> PoolIpam:
-    return PoolIpam(str(data), environ=env)
+    return PoolIpam(str(data), PoolSettings.parse(env))
 
 
 @pytest.fixture
@@ -280,31 +283,73 @@ def test_concurrent_requests_never_share_an_address(data: Path) -> None:
     assert len(state(data)["pools"][pool_id]["addresses"]) == 40
 
 
+def _fix(name: str) -> str:
+    return f"change it with docker plugin set PLUGIN {name}=VALUE"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         (
             {"POOLS": "10.0.0.0/33"},
-            "setting POOLS='10.0.0.0/33': '10.0.0.0/33' does not appear to be an IPv4 or IPv6 "
-            "network",
+            'bad setting POOLS="10.0.0.0/33": not comma-separated IPv4 networks (CIDR, such as '
+            f"10.142.0.0/16,10.143.0.0/16); {_fix('POOLS')}",
         ),
-        ({"POOLS": "fd00::/48"}, "setting POOLS='fd00::/48': fd00::/48 is not an IPv4 range"),
-        ({"POOLS": " , "}, "setting POOLS is empty: give at least one CIDR range"),
-        ({"POOL_SIZE": "big"}, "setting POOL_SIZE='big': expected a prefix length from 1 to 32"),
+        (
+            {"POOLS": "10.142.0.0/16,fd00::/48"},
+            'bad setting POOLS="10.142.0.0/16,fd00::/48": not comma-separated IPv4 networks '
+            f"(CIDR, such as 10.142.0.0/16,10.143.0.0/16); {_fix('POOLS')}",
+        ),
+        (
+            {"POOLS": " , "},
+            'bad setting POOLS=" , ": not comma-separated IPv4 networks (CIDR, such as '
+            f"10.142.0.0/16,10.143.0.0/16); {_fix('POOLS')}",
+        ),
+        (
+            {"POOL_SIZE": "big"},
+            f'bad setting POOL_SIZE="big": not an integer from 1 to 32; {_fix("POOL_SIZE")}',
+        ),
         (
             {"POOL_SIZE": "8"},
-            "setting POOL_SIZE=8: pools of /8 do not fit in 10.142.0.0/16 (POOLS)",
+            "bad setting POOL_SIZE=8: pools of /8 do not fit in 10.142.0.0/16 (POOLS); "
+            + _fix("POOL_SIZE"),
         ),
         (
-            {"POOL_SIZE_V6": "129"},
-            "setting POOL_SIZE_V6='129': expected a prefix length from 1 to 128",
+            {"POOLS_V6": "fd42::/48", "POOL_SIZE_V6": "129"},
+            f'bad setting POOL_SIZE_V6="129": not an integer from 1 to 128; {_fix("POOL_SIZE_V6")}',
         ),
     ],
 )
-def test_bad_settings_stop_the_start(data: Path, env: dict[str, str], message: str) -> None:
-    with pytest.raises(StateError) as info:
-        start(data, **env)
+def test_bad_settings_stop_the_start(env: dict[str, str], message: str) -> None:
+    # What `python -m plugin` checks before it makes any driver: it prints
+    # "plugin: cannot start: <message>" and exits 1.
+    with pytest.raises(SettingsError) as info:
+        check_settings([PoolIpam], env)
     assert str(info.value) == message
+
+
+def test_every_bad_setting_is_named_at_once() -> None:
+    env = {"POOLS": "10.1.0.0/16,10.2.0.0/20", "POOL_SIZE": "18", "POOL_SIZE_V6": "40"}
+    with pytest.raises(SettingsError) as info:
+        check_settings([PoolIpam], env)
+    assert info.value.problems == [
+        "bad setting POOL_SIZE=18: pools of /18 do not fit in 10.2.0.0/20 (POOLS); "
+        + _fix("POOL_SIZE"),
+        "bad setting POOL_SIZE_V6=40: pools of /40 do not fit in fd42:d0c:1::/48 (POOLS_V6); "
+        + _fix("POOL_SIZE_V6"),
+    ]
+
+
+def test_the_settings_render_their_config_entries() -> None:
+    assert [(e.name, e.value) for e in PoolIpam.settings.env()] == [  # type: ignore[union-attr]
+        ("POOLS", "10.142.0.0/16"),
+        ("POOL_SIZE", "24"),
+        ("POOLS_V6", "fd42:d0c:1::/48"),
+        ("POOL_SIZE_V6", "64"),
+    ]
+    config = PoolSettings.parse({"POOLS": " 10.1.0.0/16, 10.2.0.0/16 ", "POOL_SIZE": "20"})
+    assert [str(n) for n in config.pools] == ["10.1.0.0/16", "10.2.0.0/16"]
+    assert config.pool_size == 20
 
 
 def test_a_damaged_state_file_stops_the_start_untouched(data: Path) -> None:
