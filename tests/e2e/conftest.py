@@ -237,6 +237,9 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
+_running: list[pytest.Item] = []
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     if not item.path.is_relative_to(E2E):  # a unit test in the same session
@@ -250,11 +253,50 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     finally:
         os.close(gate)
     _lock_fd.append(fd)
+    _running.append(item)
     try:
         yield
     finally:
+        _running.remove(item)
         _lock_fd.remove(fd)
         os.close(fd)
+
+
+#: The e2e files, slowest first (measured on the test command's run): each
+#: process takes the next file when it is done with one, so the slow ones
+#: start first and none starts last. Files not named come after, by name.
+SLOWEST_FIRST = (
+    "test_init.py",
+    "test_publish.py",
+    "test_logging.py",
+    "test_netipam.py",
+    "test_authz.py",
+    "test_faults.py",
+    "test_localvol.py",
+    "test_secrets.py",
+    "test_load.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, as scripts/test runs them):
+    the tests of a file run in one process, in file order (modules share
+    plugins and state from test to test), unless the module says
+    ``INDEPENDENT_TESTS = True``: then each of its tests may run in any
+    process. Files run slowest first (SLOWEST_FIRST)."""
+
+    def rank(item: pytest.Item) -> tuple[int, str]:
+        if not item.path.is_relative_to(E2E):
+            return (-1, "")
+        name = item.path.name
+        return (SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST), name)
+
+    items.sort(key=rank)  # stable: each file's own order is kept
+    for item in items:
+        module = getattr(item, "module", None)
+        if item.path.is_relative_to(E2E) and not getattr(module, "INDEPENDENT_TESTS", False):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 #: Pushes take turns across sessions: dockerd 20.10 has died of a panic in
@@ -285,6 +327,12 @@ def engine_restart() -> None:
     run meanwhile) is this test's restart too; a second one would restart,
     say, a test's container once more. Before other tests may go on, the
     plugins enabled before are enabled again."""
+    for item in _running:
+        if item.get_closest_marker("restarts_daemon") is None:
+            raise AssertionError(
+                f"{item.nodeid} restarts the daemon: mark it @pytest.mark.restarts_daemon "
+                "(scripts/test runs those after the other e2e tests, together)"
+            )
     asked = time.time()
     fd = _lock_fd[0] if _lock_fd else None
     gate = _open(GATE)

@@ -313,6 +313,7 @@ def test_the_built_reference_plugin_passes_strict(bundle: BuiltBundle) -> None:
     assert "warning" not in out.getvalue()
 
 
+@pytest.mark.restarts_daemon
 def test_daemon_restart_with_volumes_in_use(faults: Plugin, tally: Tally) -> None:
     vol = faults.create_volume(prefix="inuse")
     container = f"dpk-e2e-inuse-{uuid.uuid4().hex[:8]}"

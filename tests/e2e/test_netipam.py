@@ -360,6 +360,7 @@ def _try_run(net: str) -> str | None:
     return name
 
 
+@pytest.mark.restarts_daemon
 def test_a_daemon_restart_keeps_the_network(plugins: NetPlugins) -> None:
     net = network(plugins, "--subnet", subnet(plugins))
     c1, c2 = run(net), run(net)
