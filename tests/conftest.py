@@ -10,6 +10,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,26 @@ class Tally:
 @pytest.fixture(scope="session")
 def tally(pytestconfig: pytest.Config) -> Tally:
     return pytestconfig.stash.setdefault(_TALLY, Tally())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its counts to the controller, which prints them."""
+    tally = session.config.stash.get(_TALLY, None)
+    if tally is not None and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["dpk_tally"] = {
+            "counts": dict(tally.counts),
+            "notes": tally.notes,
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(pytest-xdist, in the controller) a worker's counts, added to the run's."""
+    sent = getattr(node, "workeroutput", {}).get("dpk_tally")
+    if sent:
+        tally = node.config.stash.setdefault(_TALLY, Tally())
+        tally.counts.update(sent["counts"])
+        tally.notes.extend(sent["notes"])
 
 
 def pytest_terminal_summary(

@@ -1,15 +1,20 @@
-"""End-to-end fixtures: the reference plugin built and enabled on the real daemon.
+"""End-to-end fixtures: the reference plugins built and enabled on the real daemon.
 
-Each session builds the bundle once and creates the plugin under a unique
-name with its own data directory; teardown removes only what it made. With
-no daemon the tests are skipped locally, but fail under CI (CI=true): the
-end-to-end tests never skip there.
+Bundles are built once per content and shared by every test session
+(``built_bundle``: pytest-xdist workers, people side by side); each session
+creates its plugins under unique names with their own data directories, and
+teardown removes only what it made. With no daemon the tests are skipped
+locally, but fail under CI (CI=true): the end-to-end tests never skip there.
+
+Sessions share one daemon: every e2e test holds the daemon lock shared while
+it runs (setup, call, teardown); ``engine_restart()`` takes it exclusively.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -70,36 +75,96 @@ class BuiltBundle:
     seconds: float
 
 
-@pytest.fixture(scope="session")
-def bundle(engine_ready: None) -> Iterator[BuiltBundle]:
-    """A bundle built by the real builder from the repo's Dockerfile, in a private dir."""
+#: Built bundles, shared by every session on this host: one directory per
+#: project (and architecture), each holding the builder's own bundle
+#: (``work/``, rebuilt in place: the builder's stamps make an unchanged
+#: project's rebuild a matter of a second) and immutable snapshots of it
+#: (``bundle-<digest>/``, what tests get), under a file lock.
+BUNDLES = Path(os.environ.get("DPK_E2E_BUNDLES", "/var/tmp/dpk-e2e-bundles"))
+#: A snapshot no session has used for this long is removed.
+BUNDLE_TTL = 6 * 3600
+_built: dict[tuple[Path, str | None], BuiltBundle] = {}
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    fd = _open(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def build_once(project: str | Path, arch: str | None = None) -> BuiltBundle:
+    """The bundle of ``project`` (a directory with plugin.toml, or the file),
+    built by the real builder once per content and shared: within a session
+    it is built once; across sessions and pytest-xdist workers, the first
+    builds and the others find it built (the builder's own stamps decide
+    whether anything changed, under a lock per project). The directory
+    returned never changes and must not be changed: a test that needs
+    another config makes a variant of its own (``copy_rootfs`` and a
+    config.json of its own, as ``extra_plugin`` does)."""
     from plugin.bundle.__main__ import main
 
-    out = io.StringIO()
-    start = time.monotonic()
-    # A private bundle: never the user's rootfs-build/, nor another run's.
-    path = Path(f"/var/tmp/dpk-e2e-bundle-{uuid.uuid4().hex[:8]}")
-    code = main(
-        [
-            "--project",
-            str(ROOT / "reference" / "localvol" / "plugin.toml"),
-            "--bundle",
-            str(path),
-            "build",
-        ],
-        out=out,
-    )
-    seconds = time.monotonic() - start
-    sys.stderr.write(out.getvalue())
-    assert code == 0, f"build failed:\n{out.getvalue()}"
-    yield BuiltBundle(path, out.getvalue(), seconds)
-    shutil.rmtree(path, ignore_errors=True)
-    # Its image, once another build took the tag (the builder removes only
-    # the images of its own bundle, and no later build uses this one).
-    from plugin.bundle._engine import docker_client
-    from plugin.bundle._rootfs import remove_replaced_images
+    project = Path(project).resolve()
+    if project.name == "plugin.toml":
+        project = project.parent
+    if (project, arch) in _built:
+        return _built[project, arch]
+    where = hashlib.sha256(str(project).encode()).hexdigest()[:10]
+    home = BUNDLES / f"{project.name}{'-' + arch if arch else ''}-{where}"
+    home.mkdir(parents=True, exist_ok=True)
+    work = home / "work"
+    with _flocked(home / "lock"):
+        out = io.StringIO()
+        start = time.monotonic()
+        argv = ["--project", str(project), "--bundle", str(work)]
+        code = main([*argv, *(["--arch", arch] if arch else []), "build"], out=out)
+        seconds = time.monotonic() - start
+        sys.stderr.write(out.getvalue())
+        assert code == 0, f"build of {project} failed:\n{out.getvalue()}"
+        # What the bundle is: its config and what its rootfs was made from.
+        digest = hashlib.sha256()
+        for name in ("config.json", ".rootfs-stamp.json", ".drivers.json"):
+            if (work / name).exists():
+                digest.update(name.encode() + b"\0" + (work / name).read_bytes())
+        snapshot = home / f"bundle-{digest.hexdigest()[:16]}"
+        for old in home.glob(".tmp-*"):  # from a session that died copying
+            shutil.rmtree(old, ignore_errors=True)
+        if not snapshot.exists():
+            tmp = home / f".tmp-{uuid.uuid4().hex[:8]}"
+            subprocess.run(["cp", "-a", "--reflink=auto", str(work), str(tmp)], check=True)
+            tmp.rename(snapshot)
+        # When it was last used, beside it (a change of the directory itself
+        # would fail another session's tar of it: "file changed as we read it").
+        Path(f"{snapshot}.used").touch()
+        for old in home.glob("bundle-*.used"):
+            if time.time() - old.stat().st_mtime > BUNDLE_TTL:
+                shutil.rmtree(str(old)[: -len(".used")], ignore_errors=True)
+                old.unlink()
+    built = _built[project, arch] = BuiltBundle(snapshot, out.getvalue(), seconds)
+    return built
 
-    remove_replaced_images(docker_client(), path, keep="")
+
+def built_bundle(project: str | Path, arch: str | None = None) -> Path:
+    """The directory of ``project``'s bundle (config.json + rootfs/), built
+    once per content and shared (see ``build_once``); never write into it."""
+    return build_once(project, arch).path
+
+
+@pytest.fixture(scope="session")
+def bundle(engine_ready: None) -> BuiltBundle:
+    """The bundle of the reference volume plugin (reference/localvol)."""
+    return build_once(ROOT / "reference" / "localvol")
+
+
+def copy_rootfs(bundle: Path, variant: Path) -> None:
+    """Copy ``bundle``/rootfs into ``variant`` (a bundle of the test's own).
+    Not hard links: a link made while another session packs the bundle
+    (``plugin create``) changes the files' ctime, and tar fails with "file
+    changed as we read it"."""
+    subprocess.run(["cp", "-a", "--reflink=auto", str(bundle / "rootfs"), str(variant)], check=True)
 
 
 @dataclass
@@ -153,14 +218,18 @@ class Plugin:
 
 
 #: Several test sessions may share one daemon (pytest-xdist workers, people
-#: working side by side). Each holds this lock shared for its whole run; a
-#: test that restarts the daemon takes it exclusively, so it waits until no
-#: other session is using the daemon, and none starts meanwhile: flock(2)
-#: lets new shared holders in ahead of a waiting exclusive one (with sessions
-#: overlapping, a restart waited for ever), so a session passes GATE (shared)
-#: to take its share, and a restart holds GATE exclusively while it waits.
+#: working side by side). Each test holds this lock shared while it runs
+#: (setup, call and teardown, so session fixtures made or removed in them
+#: too); a daemon restart takes it exclusively, so it waits until the tests
+#: running elsewhere have finished, and none starts meanwhile: flock(2) lets
+#: new shared holders in ahead of a waiting exclusive one (with sessions
+#: overlapping, a restart waited for ever), so a test passes GATE (shared) to
+#: take its share, and a restart holds GATE exclusively while it waits.
 DAEMON_LOCK = Path(os.environ.get("DPK_E2E_LOCK", "/run/dpk-e2e.lock"))
 GATE = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".gate")
+#: When the last daemon restart began (time.time()), written by the restart.
+RESTARTED = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".restarted")
+E2E = Path(__file__).resolve().parent
 _lock_fd: list[int] = []
 
 
@@ -168,8 +237,14 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _daemon_in_use() -> Iterator[None]:
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    if not item.path.is_relative_to(E2E):  # a unit test in the same session
+        yield
+        return
     fd = _open(DAEMON_LOCK)
     gate = _open(GATE)
     try:
@@ -178,37 +253,122 @@ def _daemon_in_use() -> Iterator[None]:
     finally:
         os.close(gate)
     _lock_fd.append(fd)
+    _running.append(item)
     try:
         yield
     finally:
+        _running.remove(item)
         _lock_fd.remove(fd)
         os.close(fd)
 
 
+#: The e2e files, slowest first (measured on the test command's run): each
+#: process takes the next file when it is done with one, so the slow ones
+#: start first and none starts last. Files not named come after, by name.
+SLOWEST_FIRST = (
+    "test_init.py",
+    "test_publish.py",
+    "test_logging.py",
+    "test_netipam.py",
+    "test_authz.py",
+    "test_faults.py",
+    "test_localvol.py",
+    "test_secrets.py",
+    "test_load.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, as scripts/test runs them):
+    the tests of a file run in one process, in file order (modules share
+    plugins and state from test to test), unless the module says
+    ``INDEPENDENT_TESTS = True``: then each of its tests may run in any
+    process. Files run slowest first (SLOWEST_FIRST)."""
+
+    def rank(item: pytest.Item) -> tuple[int, str]:
+        if not item.path.is_relative_to(E2E):
+            return (-1, "")
+        name = item.path.name
+        return (SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST), name)
+
+    items.sort(key=rank)  # stable: each file's own order is kept
+    for item in items:
+        module = getattr(item, "module", None)
+        if item.path.is_relative_to(E2E) and not getattr(module, "INDEPENDENT_TESTS", False):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+#: Pushes take turns across sessions: dockerd 20.10 has died of a panic in
+#: containerd's pusher ("send on closed channel") with pushes running side by
+#: side, taking every session's tests down with it.
+PUSH_LOCK = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".push")
+
+
+@contextlib.contextmanager
+def one_push_at_a_time() -> Iterator[None]:
+    """Hold around anything that makes the shared daemon push a plugin."""
+    with _flocked(PUSH_LOCK):
+        yield
+
+
+def _enabled_plugins() -> set[str]:
+    out = docker("plugin", "ls", "--format", "{{.Name}} {{.Enabled}}", check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.endswith(" true")}
+
+
 def engine_restart() -> None:
-    """Restart the daemon (scripts/engine restart, 10-15 s), once no other
-    test session uses it; skipped where the daemon is not ours to restart,
-    except under CI."""
+    """Restart the daemon (scripts/engine restart, 10-15 s), once no test of
+    another session is running; skipped where the daemon is not ours to
+    restart, except under CI.
+
+    Restarts asked for at the same time are one: a restart that began after
+    this one was asked for (this test's state already in place, and nothing
+    run meanwhile) is this test's restart too; a second one would restart,
+    say, a test's container once more. Before other tests may go on, the
+    plugins enabled before are enabled again."""
+    for item in _running:
+        if item.get_closest_marker("restarts_daemon") is None:
+            raise AssertionError(
+                f"{item.nodeid} restarts the daemon: mark it @pytest.mark.restarts_daemon "
+                "(scripts/test runs those after the other e2e tests, together)"
+            )
+    asked = time.time()
     fd = _lock_fd[0] if _lock_fd else None
     gate = _open(GATE)
     if fd is not None:
-        # Give up this session's share first: two sessions both waiting for
-        # the exclusive lock while holding a share would wait for ever.
+        # Give up this test's share first: two tests both waiting for the
+        # exclusive lock while holding a share would wait for ever.
         fcntl.flock(fd, fcntl.LOCK_UN)
-        fcntl.flock(gate, fcntl.LOCK_EX)  # no new session from now on
+        fcntl.flock(gate, fcntl.LOCK_EX)  # no new test from now on
         fcntl.flock(fd, fcntl.LOCK_EX)  # the running ones have finished
+    proc = None
     try:
-        proc = subprocess.run(
-            [str(ROOT / "scripts" / "engine"), "restart"],
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        try:
+            last = float(RESTARTED.read_text())
+        except (OSError, ValueError):
+            last = 0.0
+        if fd is None or last <= asked:
+            enabled = _enabled_plugins()
+            began = time.time()
+            proc = subprocess.run(
+                [str(ROOT / "scripts" / "engine"), "restart"],
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            if proc.returncode == 0:
+                RESTARTED.write_text(repr(began))
+                # dockerd enables them again as it starts; never let a test
+                # in before (a leftover that cannot start only costs time).
+                deadline = time.monotonic() + 30
+                while not enabled <= _enabled_plugins() and time.monotonic() < deadline:
+                    time.sleep(0.2)
     finally:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_SH)
-        os.close(gate)  # lets new sessions in
-    if proc.returncode != 0:
+        os.close(gate)  # lets new tests in
+    if proc is not None and proc.returncode != 0:
         message = f"cannot restart the daemon: {proc.stderr.strip()}"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -221,7 +381,13 @@ def remove_plugin(plugin: Plugin, keep_data: bool = False) -> None:
     pointer in the volume restore) when a plugin that holds volumes cannot be
     enabled because its mount source was deleted, e.g. by a teardown that ran
     while the daemon was down."""
-    for volume in plugin.volumes:
+    names = plugin.volumes
+    enabled = docker("plugin", "inspect", "-f", "{{.Enabled}}", plugin.name, check=False)
+    if names and enabled.stdout.strip() == "true":
+        # It lists its volumes: remove only those left (the daemon asks every
+        # volume driver about a name it does not know, a dead one for 15 s).
+        names = sorted(set(names) & plugin.listed())
+    for volume in names:
         docker("volume", "rm", "-f", volume, check=False)
     removed = docker("plugin", "rm", "-f", plugin.name, check=False)
     if removed.returncode != 0:
@@ -269,8 +435,7 @@ def extra_plugin(
         config["env"] += [{"name": k, "description": "test", "value": v} for k, v in env.items()]
         variant.mkdir()
         (variant / "config.json").write_text(json.dumps(config))
-        # Hard links: a copy of the rootfs in no time and no space.
-        subprocess.run(["cp", "-al", str(bundle.path / "rootfs"), str(variant)], check=True)
+        copy_rootfs(bundle.path, variant)
         source = variant
     engine = Engine(report=lambda line: None)
     plugin = Plugin(name, data_dir)
@@ -306,20 +471,9 @@ def localvol(bundle: BuiltBundle) -> Iterator[Plugin]:
 
 @contextlib.contextmanager
 def reference_bundle(name: str) -> Iterator[Path]:
-    """The bundle of the reference project ``reference/<name>/``, built by the
-    real builder into a private directory, removed at the end."""
-    from plugin.bundle.__main__ import main
-
-    out = io.StringIO()
-    path = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{uuid.uuid4().hex[:8]}")
-    try:
-        project = ROOT / "reference" / name
-        code = main(["--project", str(project), "--bundle", str(path), "build"], out=out)
-        sys.stderr.write(out.getvalue())
-        assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    """The bundle of the reference project ``reference/<name>/`` (see
+    ``built_bundle``: built once per content, shared, never written into)."""
+    yield built_bundle(ROOT / "reference" / name)
 
 
 def plugin_pid(plugin_id: str) -> int | None:

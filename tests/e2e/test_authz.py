@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import TEST_IMAGE, plugin_pid, reference_bundle, wait_for
+from .conftest import TEST_IMAGE, copy_rootfs, plugin_pid, reference_bundle, wait_for
 from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
@@ -363,7 +363,7 @@ def garbage_plugin(authz: Authz, bundle: Path) -> Iterator[str]:
     config["mounts"] = []
     variant.mkdir()
     (variant / "config.json").write_text(json.dumps(config))
-    subprocess.run(["cp", "-al", str(bundle / "rootfs"), str(variant)], check=True)
+    copy_rootfs(bundle, variant)
     engine = Engine(authz.daemon.client())
     try:
         engine.create(name, variant)

@@ -49,6 +49,7 @@ from .conftest import (
     extra_plugin,
     wait_for,
 )
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -252,9 +253,17 @@ serve(LocalVolumes(data + "/data", data + "/mnt", bind=False), path=socket, grou
 """
 
 
-def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(tally: Tally) -> None:
+def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(
+    private_daemon: PrivateDaemon, tally: Tally
+) -> None:
     """Not managed: a process a person starts, found by the daemon at
-    /run/docker/plugins/NAME.sock; its socket is 0660 with the group chosen."""
+    /run/docker/plugins/NAME.sock; its socket is 0660 with the group chosen.
+
+    Used through the private daemon (it finds legacy plugins in the same
+    directory): dockerd keeps every legacy plugin it looked up by name for
+    its lifetime, and once the plugin is gone every volume call that asks
+    all drivers (ls, inspect or rm -f of an unknown name) dials it for
+    15 s: on the shared daemon it would slow every later test down."""
     name = f"dpk-e2e-legacy-{uuid.uuid4().hex[:8]}"
     socket = f"/run/docker/plugins/{name}.sock"
     data = Path(f"/var/tmp/{name}")
@@ -271,20 +280,23 @@ def test_a_legacy_plugin_serves_the_daemon_on_a_0660_socket(tally: Tally) -> Non
         text=True,
     )
     vol = f"legacy-{uuid.uuid4().hex[:8]}"
+    daemon = private_daemon.docker
     try:
         wait_for("the legacy plugin to listen", lambda: os.path.exists(socket), 20)
         st = os.stat(socket)
         assert stat.S_ISSOCK(st.st_mode)
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, group.gr_gid)
-        docker("volume", "create", "-d", name, vol)
-        assert run(vol, "echo legacy > /data/f; cat /data/f").stdout == "legacy\n"
+        daemon("volume", "create", "-d", name, vol)
+        script = "echo legacy > /data/f; cat /data/f"
+        out = daemon("run", "--rm", "-v", f"{vol}:/data", TEST_IMAGE, "sh", "-c", script)
+        assert out.stdout == "legacy\n"
         # A legacy plugin answers host paths: the data is where it says.
-        info = json.loads(docker("volume", "inspect", vol).stdout)[0]
+        info = json.loads(daemon("volume", "inspect", vol).stdout)[0]
         assert info["Driver"] == name
         assert (data / "data" / "volumes" / vol / "f").read_text() == "legacy\n"
-        docker("volume", "rm", vol)
+        daemon("volume", "rm", vol)
     finally:
-        docker("volume", "rm", "-f", vol, check=False)
+        daemon("volume", "rm", "-f", vol, check=False)
         proc.terminate()
         _, err = proc.communicate(timeout=20)
         subprocess.run(["rm", "-rf", str(data)], check=False)
@@ -301,6 +313,7 @@ def test_the_built_reference_plugin_passes_strict(bundle: BuiltBundle) -> None:
     assert "warning" not in out.getvalue()
 
 
+@pytest.mark.restarts_daemon
 def test_daemon_restart_with_volumes_in_use(faults: Plugin, tally: Tally) -> None:
     vol = faults.create_volume(prefix="inuse")
     container = f"dpk-e2e-inuse-{uuid.uuid4().hex[:8]}"

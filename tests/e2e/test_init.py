@@ -31,6 +31,9 @@ from .conftest import ROOT, TEST_IMAGE, docker
 from .private_daemon import PrivateDaemon, _free_port
 
 pytestmark = pytest.mark.e2e
+#: Each test makes its own project and plugin: the test command spreads them
+#: over its processes (tests/e2e/conftest.py).
+INDEPENDENT_TESTS = True
 
 
 @dataclass

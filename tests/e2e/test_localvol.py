@@ -162,6 +162,7 @@ def test_settings_per_host_move_the_data(localvol: Plugin, tmp_path: Path) -> No
     assert "cannot set on an active plugin" in proc.stderr
 
 
+@pytest.mark.restarts_daemon
 def test_daemon_restart_keeps_volumes_and_data(localvol: Plugin) -> None:
     vol = localvol.create_volume("mode=0700")
     run(vol, "echo survives > /data/file")

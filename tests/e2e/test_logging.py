@@ -1,7 +1,7 @@
 """The reference log driver (filelog) and metrics plugin (metricsexport) on
 the real daemon, driven with the docker CLI.
 
-Each is built once per session from its project (reference/<name>/) and
+Each is built once from its project (reference/<name>/, shared: built_bundle) and
 created under a unique name with its own data directory; every container a
 test runs is removed at its end. The heavy load (100,000 lines on each
 stream) is one test. Tests run in file order; the plugin kill comes after
@@ -11,7 +11,6 @@ the tests that share the plugin.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -29,22 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TEST_IMAGE, docker, wait_for
+from .conftest import (
+    ROOT,
+    TEST_IMAGE,
+    built_bundle,
+    copy_rootfs,
+    docker,
+    one_push_at_a_time,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def build(name: str) -> Iterator[Path]:
-    from plugin.bundle.__main__ import main
-
-    out = io.StringIO()
-    path = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{uuid.uuid4().hex[:8]}")
-    project = ROOT / "reference" / name
-    code = main(["--project", str(project), "--bundle", str(path), "build"], out=out)
-    sys.stderr.write(out.getvalue())
-    assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -93,7 +86,7 @@ def instance(
         config["env"] += [{"name": k, "description": "test", "value": v} for k, v in env.items()]
         variant.mkdir()
         (variant / "config.json").write_text(json.dumps(config))
-        subprocess.run(["cp", "-al", str(bundle / "rootfs"), str(variant)], check=True)
+        copy_rootfs(bundle, variant)
         source = variant
     data_dir = Path(f"/var/tmp/dpk-e2e-{label}-{tag}") if label == "filelog" else None
     plugin = Instance(name, data_dir)
@@ -116,13 +109,13 @@ def instance(
 
 
 @pytest.fixture(scope="session")
-def filelog_bundle(engine_ready: None) -> Iterator[Path]:
-    yield from build("filelog")
+def filelog_bundle(engine_ready: None) -> Path:
+    return built_bundle(ROOT / "reference" / "filelog")
 
 
 @pytest.fixture(scope="session")
-def metrics_bundle(engine_ready: None) -> Iterator[Path]:
-    yield from build("metricsexport")
+def metrics_bundle(engine_ready: None) -> Path:
+    return built_bundle(ROOT / "reference" / "metricsexport")
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +403,8 @@ def test_upgrade_keeps_the_logs_and_docker_logs_works(filelog_bundle: Path) -> N
     try:
         for ref in (v1, v2):
             engine.create(ref, filelog_bundle)
-            push(engine, ref)
+            with one_push_at_a_time():
+                push(engine, ref)
             engine.remove(ref, force=True)
         install(engine, v1, grant=True, settings=[f"logs.source={data}"])
         old = run(TEST_IMAGE, "seq", "1", "100")

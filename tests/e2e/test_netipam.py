@@ -1,7 +1,7 @@
 """The reference network and IPAM plugins on the real daemon, driven with the
 docker CLI: bridgenet (a bridge per network) with poolipam (addresses).
 
-Both plugins are built once per session and created under unique names,
+Both plugins are built once (shared: built_bundle) and created under unique names,
 each with its own data directory and (poolipam) its own range; networks
 and containers have unique names and subnets; teardown removes only what
 the tests made. Tests run in file order; the daemon restart comes last.
@@ -9,15 +9,12 @@ the tests made. Tests run in file order; the daemon restart comes last.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +23,16 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, TEST_IMAGE, Plugin, docker, engine_restart, remove_plugin, wait_for
+from .conftest import (
+    ROOT,
+    TEST_IMAGE,
+    Plugin,
+    built_bundle,
+    docker,
+    engine_restart,
+    remove_plugin,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,25 +54,12 @@ class NetPlugins:
         return self.net.state()
 
 
-def build(name: str, tag: str) -> Path:
-    """Build reference/<name> with the kit's builder into a private bundle."""
-    from plugin.bundle.__main__ import main
-
-    bundle = Path(f"/var/tmp/dpk-e2e-bundle-{name}-{tag}")
-    out = io.StringIO()
-    project = ROOT / "reference" / name
-    code = main(["--project", str(project), "--bundle", str(bundle), "build"], out=out)
-    sys.stderr.write(out.getvalue())
-    assert code == 0, f"build of {name} failed:\n{out.getvalue()}"
-    return bundle
-
-
 @pytest.fixture(scope="session")
 def plugins(engine_ready: None) -> Iterator[NetPlugins]:
     from plugin.bundle._engine import Engine
 
     tag = uuid.uuid4().hex[:8]
-    bundles = [build("bridgenet", tag), build("poolipam", tag)]
+    bundles = [built_bundle(ROOT / "reference" / name) for name in ("bridgenet", "poolipam")]
     engine = Engine(report=lambda line: None)
     pools = f"10.{random.randint(160, 250)}.0.0/16"
     made: list[Plugin] = []
@@ -88,8 +81,6 @@ def plugins(engine_ready: None) -> Iterator[NetPlugins]:
             docker("network", "rm", network, check=False)
         for plugin in made:
             remove_plugin(plugin)
-        for bundle in bundles:
-            shutil.rmtree(bundle, ignore_errors=True)
 
 
 #: What the tests made, removed at the end (containers first).
@@ -369,6 +360,7 @@ def _try_run(net: str) -> str | None:
     return name
 
 
+@pytest.mark.restarts_daemon
 def test_a_daemon_restart_keeps_the_network(plugins: NetPlugins) -> None:
     net = network(plugins, "--subnet", subnet(plugins))
     c1, c2 = run(net), run(net)

@@ -7,6 +7,7 @@ config; a registry that refuses the plugin media type."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import http.client
@@ -36,16 +37,18 @@ import pytest
 from plugin.bundle.__main__ import main
 from tests.certs import Certs, make_certs
 
-from .conftest import ROOT, TEST_IMAGE, BuiltBundle, docker, wait_for
+from .conftest import ROOT, TEST_IMAGE, BuiltBundle, docker, one_push_at_a_time, wait_for
 
 pytestmark = pytest.mark.e2e
 REGISTRY = "localhost:5000"
 
 
 def cli(*argv: str) -> tuple[int, list[str]]:
-    """``docker-plugin-kit ARGV``: exit status and output lines."""
+    """``docker-plugin-kit ARGV``: exit status and output lines (a push takes
+    its turn with the other sessions' pushes)."""
     out = io.StringIO()
-    code = main(list(argv), out=out)
+    with one_push_at_a_time() if "push" in argv else contextlib.nullcontext():
+        code = main(list(argv), out=out)
     return code, out.getvalue().splitlines()
 
 
@@ -133,10 +136,12 @@ def published(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> I
                 continue
             step_env = {k: secrets.get(k, v) for k, v in (step.get("env") or {}).items()}
             start = time.monotonic()
-            done = subprocess.run(
-                ["bash", "-e", "-c", step["run"]], cwd=project, env={**env, **step_env},
-                capture_output=True, text=True, timeout=900,
-            )  # fmt: skip
+            pushing = one_push_at_a_time() if "push" in step["run"] else contextlib.nullcontext()
+            with pushing:
+                done = subprocess.run(
+                    ["bash", "-e", "-c", step["run"]], cwd=project, env={**env, **step_env},
+                    capture_output=True, text=True, timeout=900,
+                )  # fmt: skip
             seconds[step["name"]] = time.monotonic() - start
             assert done.returncode == 0, f"{step['name']}:\n{done.stdout}\n{done.stderr}"
         docker_config = json.loads((work / "docker" / "config.json").read_text())

@@ -16,7 +16,7 @@ from plugin.bundle import EngineError
 from plugin.bundle._engine import Engine
 from plugin.bundle._registry import install, push, upgrade
 
-from .conftest import TEST_IMAGE, BuiltBundle, docker
+from .conftest import TEST_IMAGE, BuiltBundle, docker, one_push_at_a_time
 
 pytestmark = pytest.mark.e2e
 REGISTRY = "localhost:5000"
@@ -46,7 +46,8 @@ def test_push_install_upgrade_keep_volumes_and_host_settings(
         # Publish two versions from one bundle (the ref file keeps them apart).
         for tag in (v1, v2):
             engine.create(tag, bundle.path)
-            push(engine, tag)
+            with one_push_at_a_time():
+                push(engine, tag)
             engine.remove(tag, force=True)
         tags = json.load(
             urllib.request.urlopen(f"http://{REGISTRY}/v2/{repo.split('/', 1)[1]}/tags/list")

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import functools
 import importlib
 import json
 import os
@@ -99,8 +100,10 @@ def _import_all(package: types.ModuleType, skip: tuple[str, ...] = ()) -> None:
             importlib.import_module(info.name)
 
 
+@functools.cache
 def driver_types() -> list[type[Driver]]:
-    """Every plugin type of the SDK: a Driver subclass with its own endpoint table."""
+    """Every plugin type of the SDK: a Driver subclass with its own endpoint table
+    (looked up once: every case makes its target from it)."""
     _import_all(plugin, skip=("plugin.bundle",))
     found = {
         cls
@@ -110,8 +113,10 @@ def driver_types() -> list[type[Driver]]:
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+@functools.cache
 def reference_drivers() -> list[type[Driver]]:
-    """Every driver the reference projects (reference/*/plugin.toml) serve."""
+    """Every driver the reference projects (reference/*/plugin.toml) serve (read
+    once: every case makes its target from it)."""
     found = {
         cls
         for toml in sorted(ROOT.glob("reference/*/plugin.toml"))
