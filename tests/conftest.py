@@ -24,6 +24,12 @@ for _project in REFERENCES:
     if str(_project) not in sys.path:
         sys.path.insert(0, str(_project))
 
+# Under `make test`, make's own variables reach every subprocess: a project's
+# `make` run by a test would then print "make[1]: Entering directory ..." around
+# its output, which a user running it from a shell never sees.
+for _var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+    os.environ.pop(_var, None)
+
 _TALLY = pytest.StashKey["Tally"]()
 
 
