@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localvol.driver import DATA
+from localvol.driver import DATA, LocalVolSettings
 
 from plugin import Args, Device, Env, Mount
 from plugin._requirements import requirements
@@ -136,9 +136,15 @@ def test_the_reference_plugin_renders_from_its_declarations(rootfs: Path) -> Non
                 "options": ["rbind"],
             }
         ],
-        # The image's env without PATH and HOME; LOG_LEVEL is the driver's
-        # declaration, PYTHONUNBUFFERED the template's.
+        # The image's env without PATH and HOME; MIN_FREE (a typed setting) and
+        # LOG_LEVEL are the driver's declarations, PYTHONUNBUFFERED the template's.
         "env": [
+            {
+                "name": "MIN_FREE",
+                "description": LocalVolSettings.min_free.env().description,
+                "settable": ["value"],
+                "value": "0",
+            },
             {
                 "name": "LOG_LEVEL",
                 "description": LOG_LEVEL.description,
