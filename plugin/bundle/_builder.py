@@ -172,7 +172,16 @@ def build_bundle(project: Project, client: Any, step: Step, report: Report) -> B
         stamp_file.unlink(missing_ok=True)
         if probe_config is not None:
             _export_slim(
-                project, client, image_id, attrs, probe_config, drivers, rootfs, step, report
+                project,
+                client,
+                image_id,
+                attrs,
+                probe_config,
+                drivers,
+                _distributions(wheels),
+                rootfs,
+                step,
+                report,
             )
         else:
             with step("export the rootfs"), docker_errors("export the rootfs"):
@@ -208,11 +217,17 @@ def _export_stamp(
         # What the probe ran (entrypoint, environment, drivers) and the
         # selection code: a change of either selects again.
         here = Path(__file__).parent
-        digest = hashlib.sha256(json.dumps([probe_config, project.drivers]).encode())
+        digest = hashlib.sha256(json.dumps([probe_config, project.drivers, project.keep]).encode())
         for name in ("_slim.py", "_slim_probe.py"):
             digest.update((here / name).read_bytes())
         stamp["slim"] = digest.hexdigest()[:16]
     return stamp
+
+
+def _distributions(wheels: Path) -> list[str]:
+    """The plugin's declared distributions with their dependencies: what the
+    wheelhouse holds (``name-version-...whl``)."""
+    return sorted({whl.name.split("-")[0] for whl in wheels.glob("*.whl")})
 
 
 def _read_json(path: Path) -> Any:
@@ -229,32 +244,43 @@ def _export_slim(
     attrs: dict[str, Any],
     config: dict[str, Any],
     drivers: list[type[Driver]],
+    distributions: list[str],
     rootfs: Path,
     step: Step,
     report: Report,
 ) -> None:
-    """Trace the plugin in the image, export what it uses, check the result."""
+    """Trace the plugin in the image, export what it uses and every module it
+    may import, check the result."""
     own = sorted({"plugin", *project.own_packages})
     with step("trace the plugin in the image"), docker_errors("trace the plugin"):
-        args, traced, result = _slim.trace(client, image_id, config, drivers, own)
+        args, traced, result = _slim.trace(
+            client, image_id, config, drivers, own, distributions, project.keep
+        )
         write_json(rootfs.parent / TRACE, traced)
         report(
             f"{len(traced['answers'])} requests answered; {len(traced['modules'])} modules "
-            f"loaded, {len(traced['files'])} files used"
+            f"loaded; {len(result.importable)} modules importable (the standard library and "
+            f"{len(distributions)} distributions)"
         )
+        if traced.get("left_out"):
+            report("left out: " + ", ".join(traced["left_out"]) + " (see _slim_probe.EXCLUDED)")
+        for name in traced.get("missing_distributions") or []:
+            report(f"warning: the distribution {name} of the wheelhouse is not in the image")
     with step("unpack the slim rootfs"):
         unpack(io.BytesIO(result.tar), rootfs)
         report(
             f"image {attrs.get('Size', 0) / 1e6:.1f} MB, slim rootfs "
             f"{result.slim_bytes / 1e6:.1f} MB ({result.members} entries, "
-            f"{result.bytecode_only} modules as bytecode only)"
+            f"{result.bytecode_only} modules as bytecode only, {result.zipped} in the "
+            f"standard library's zip: {result.zip_bytes / 1e6:.1f} MB)"
         )
     with step("check the slim rootfs"), docker_errors("check the slim rootfs"):
         tag = f"{project.image_tag.rsplit(':', 1)[0]}:slim-check-{uuid.uuid4().hex[:8]}"
         checked = _slim.check_slim(client, result, config, args, tag)
         _slim.compare(traced, checked)
         report(
-            f"the plugin in it loads the same {len(checked['modules'])} modules and answers alike"
+            f"the plugin in it loads the same {len(checked['modules'])} modules and answers "
+            f"alike; all {len(checked['importable'])} importable modules import"
         )
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -178,12 +179,25 @@ class Engine:
             return info
         self.check_platform(name, info)
         self.ensure_mount_sources(info)
-        try:
-            with engine_errors(f"enable {name}"):
-                self.api.enable_plugin(name, timeout=timeout)
-        except EngineError as exc:
-            raise EngineError(self._enable_failure(name, str(exc), info)) from None
-        return info
+        since = _daemon_log_size()
+        deadline = time.monotonic() + ENABLE_SETTLE
+        while True:
+            try:
+                with engine_errors(f"enable {name}"):
+                    self.api.enable_plugin(name, timeout=timeout)
+                return info
+            except EngineError as exc:
+                error = str(exc)
+            # Right after a start that failed, the daemon is still removing the
+            # container of its last attempt for a moment ("id already in use");
+            # it may even start the plugin itself meanwhile (it re-runs enable
+            # when that attempt's process exits, with the settings of now).
+            if _ID_IN_USE not in error or time.monotonic() > deadline:
+                raise EngineError(self._enable_failure(name, error, info, since))
+            time.sleep(0.2)
+            now = self._exists(name)
+            if now is not None and now.get("Enabled"):
+                return now
 
     def disable(self, name: str, force: bool = False) -> None:
         name = normalize_name(name)
@@ -305,7 +319,9 @@ class Engine:
             else:
                 self.report(f"created the mount source {source} ({mount.get('Name')})")
 
-    def _enable_failure(self, name: str, error: str, info: Mapping[str, Any]) -> str:
+    def _enable_failure(
+        self, name: str, error: str, info: Mapping[str, Any], since: int = 0
+    ) -> str:
         """Why enable failed, from the plugin's own last output when the
         daemon's log can be read here.
 
@@ -316,7 +332,8 @@ class Engine:
         leads then, with the plugin's name in the ``docker plugin set`` it
         suggests."""
         plugin_id = info["Id"]
-        lines = list(dict.fromkeys(_daemon_log_lines(plugin_id)))  # each start says it again
+        # Only what this enable made it say, and once (each start says it again).
+        lines = list(dict.fromkeys(_daemon_log_lines(plugin_id, since=since)))
         if not lines:
             return (
                 f"{error}\n  the plugin's output is in the daemon's log: lines with "
@@ -430,6 +447,11 @@ def _users(info: Mapping[str, Any]) -> tuple[str, str]:
 #: How ``python -m plugin`` says it cannot start (a bad setting, a driver
 #: that cannot be made), on one line of its stderr.
 _CANNOT_START = "plugin: cannot start: "
+#: The daemon's answer to an enable while the container of the plugin's last
+#: failed start is still being removed.
+_ID_IN_USE = "id already in use"
+#: How long enable retries that answer.
+ENABLE_SETTLE = 10.0
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -514,15 +536,28 @@ def _log_message(line: str) -> str:
         return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
-def _daemon_log_lines(plugin_id: str, limit: int = 8) -> list[str]:
-    """The plugin's last lines in the daemon's log, when the log is a readable
-    file here (scripts/engine writes it to /var/log/dpk-dockerd.log; the
-    DPK_DOCKERD_LOG variable names another)."""
-    path = os.environ.get("DPK_DOCKERD_LOG", "/var/log/dpk-dockerd.log")
+def _daemon_log() -> str:
+    return os.environ.get("DPK_DOCKERD_LOG", "/var/log/dpk-dockerd.log")
+
+
+def _daemon_log_size() -> int:
     try:
-        with open(path, "rb") as f:
+        return os.stat(_daemon_log()).st_size
+    except OSError:
+        return 0
+
+
+def _daemon_log_lines(plugin_id: str, limit: int = 8, since: int = 0) -> list[str]:
+    """The plugin's last lines in the daemon's log (from byte ``since`` on),
+    when the log is a readable file here (scripts/engine writes it to
+    /var/log/dpk-dockerd.log; the DPK_DOCKERD_LOG variable names another)."""
+    try:
+        with open(_daemon_log(), "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 1_000_000))
+            end = f.tell()
+            if since > end:
+                since = 0  # the log was rotated or truncated
+            f.seek(max(since, end - 1_000_000))
             tail = f.read().decode(errors="replace").splitlines()
     except OSError:
         return []

@@ -88,8 +88,15 @@ KEYS = (
         "Debian's packages (`docker-plugin-kit base-image`) when missing"),
     Key("build", "python", '`"python3"`', "the interpreter of the default entrypoint"),
     Key("build", "slim", "`true`",
-        "keep only the files the plugin uses (traced in the image, then checked): about a "
-        "tenth of the image; false exports the image's whole filesystem"),
+        "keep only what the plugin uses and every module of the standard library and of its "
+        "distributions, with the libraries they link (traced in the image, then checked): "
+        "about a seventh of the image; false exports the image's whole filesystem"),
+    Key("build", "keep", "`[]`",
+        "with `slim`: files of the image the slim rootfs keeps as they are, which no import "
+        "shows: data read by path, libraries loaded by name (ctypes), programs run; glob "
+        "patterns of absolute paths (`*`, `**` for any depth), directories whole, programs "
+        "and libraries with the libraries they link; a pattern that matches nothing fails "
+        "the build (`[\"/usr/share/zoneinfo/**\", \"/usr/lib/*-linux-gnu/libzstd.so.1*\"]`)"),
     Key("build", "output", '`"rootfs-build"`',
         "the bundle directory (`config.json` + `rootfs/`), relative to the project"),
     Key("init", "kit_version", "(written by init)",
@@ -148,6 +155,8 @@ class Project:
     entrypoint: tuple[str, ...] | None = None
     #: Keep only the files the plugin uses (see plugin/bundle/_slim.py).
     slim: bool = True
+    #: Glob patterns of files of the image the slim rootfs keeps as they are.
+    keep: tuple[str, ...] = ()
     #: The architecture to build for (``--arch``; not in plugin.toml), from
     #: an image tagged ``...:build-<arch>``; None is the daemon's own.
     arch: str | None = None
@@ -287,6 +296,13 @@ def load_project(path: str | Path = PROJECT_FILE) -> Project:
     slim = build.get("slim", Project.slim)
     if not isinstance(slim, bool):
         raise ProjectError(f"{path}: build.slim must be true or false")
+    keep = strings(build, "build", "keep") or ()
+    for pattern in keep:
+        if not pattern.startswith("/"):
+            raise ProjectError(
+                f"{path}: build.keep: {pattern!r} must be an absolute path in the image "
+                "(glob patterns allowed: *, ?, [...], ** for any depth)"
+            )
     packages = strings(build, "build", "packages")
     for package in packages or ():
         if not _PACKAGE_RE.fullmatch(package):
@@ -313,4 +329,5 @@ def load_project(path: str | Path = PROJECT_FILE) -> Project:
         packages=packages,
         output=text(build, "build", "output", Project.output),
         slim=slim,
+        keep=keep,
     )

@@ -1,20 +1,39 @@
-"""The slim rootfs (``[build] slim = true``): only what the plugin needs.
+"""The slim rootfs (``[build] slim = true``): what the plugin uses, and every
+module it may import.
 
-What it needs is measured, not guessed: the probe (``_slim_probe.py``) runs
-the plugin in the built image exactly as its entrypoint would, drives every
-call of its endpoint tables and the error paths (PluginError, 400, 404, 405,
-a traceback logged, a cut connection, malformed HTTP) through the socket,
-stops it with SIGTERM, and lists every file it used: modules, extension
-modules and shared libraries with their DT_NEEDED closure, files it opened,
-and the symlinks on the way. The slim rootfs is those files (Python modules
-as sourceless ``.pyc`` outside the plugin's own packages, which keep their
-source), the directories above them and the ones the daemon mounts onto;
-the probe writes it as a tar in the container, so the image's filesystem is
-never exported.
+The probe (``_slim_probe.py``) runs the plugin in the built image exactly as
+its entrypoint would, drives every call of its endpoint tables and the error
+paths (PluginError, 400, 404, 405, a traceback logged, a cut connection,
+malformed HTTP) through the socket and stops it with SIGTERM. What it used
+goes into the slim rootfs: modules, extension modules and shared libraries
+with their DT_NEEDED closure, files it opened, the symlinks on the way.
+
+A plugin may import more than the walk-through shows (a module imported in
+one branch of ``create``, for an option the probe never sends). So the probe
+then imports every module of the standard library and of the plugin's
+declared distributions (the wheelhouse), and the slim rootfs holds each one
+that imports in the image, with the shared libraries it links: pure-Python
+modules as bytecode in the zip the interpreter has on its path
+(``/usr/lib/python311.zip`` in Debian; deflated: 40 % of their size), a package
+that has other files beside its modules (data read by path, extension
+modules) as files, sourceless ``.pyc`` but for sources read at run time. The
+plugin's own packages stay whole, with their sources. Debug sections of ELF
+files (for debuggers, never loaded; httptools' wheel ships 1.3 MB of them)
+are dropped. What of the standard library cannot matter to a plugin (test
+suites, IDLE, terminal interfaces, NIS, ensurepip, lib2to3; see
+``_slim_probe.EXCLUDED`` for why) is left out, and so is a module the image
+itself cannot import.
+
+What no import shows (data files read by path, libraries loaded by name with
+ctypes, programs run with subprocess) is named in ``[build] keep``: glob
+patterns of paths in the image, kept as they are (directories whole, ELF
+files with the libraries they link); a pattern that matches nothing fails
+the build.
 
 Then the slim rootfs is checked the same way: imported as an image, the
 probe runs the plugin in it and must load the same modules and get the same
-answers, or the build fails naming what is missing.
+answers, and every module that imported in the image must import in it, or
+the build fails naming what is missing.
 """
 
 from __future__ import annotations
@@ -148,10 +167,17 @@ def _interpreter(entrypoint: list[str]) -> tuple[list[str], bool, str, list[str]
 
 
 def probe_args(
-    config: dict[str, Any], drivers: Iterable[type[Driver]], own: list[str], mode: str
+    config: dict[str, Any],
+    drivers: Iterable[type[Driver]],
+    own: list[str],
+    mode: str,
+    distributions: Iterable[str] = (),
+    keep: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The probe's arguments, from the rendered config.json; ``own`` names
-    the plugin's own top-level packages (kept whole, with sources)."""
+    the plugin's own top-level packages (kept whole, with sources),
+    ``distributions`` the plugin's declared distributions (every file of
+    theirs is kept) and ``keep`` the glob patterns of ``[build] keep``."""
     entrypoint = list(config["entrypoint"])
     _, is_module, run, args = _interpreter(entrypoint)
     settings = config.get("args") or {}
@@ -175,6 +201,10 @@ def probe_args(
         "own": own,
         "keep_dirs": ["/" + d for d in KEEP_DIRS],
         "tar": TAR,
+        "distributions": sorted(distributions),
+        "keep": list(keep),
+        "stdlib_zip": True,
+        "importable": [],
     }
 
 
@@ -244,6 +274,9 @@ class SlimResult:
     slim_bytes: int  # regular files in it
     members: int
     bytecode_only: int  # modules kept as sourceless .pyc
+    importable: list[str]  # modules importable in the image, and so in the slim rootfs
+    zipped: int  # standard library modules in its zip
+    zip_bytes: int
 
 
 def slim_result(tar: bytes, report: dict[str, Any]) -> SlimResult:
@@ -253,7 +286,15 @@ def slim_result(tar: bytes, report: dict[str, Any]) -> SlimResult:
             members += 1
             if member.isreg():
                 size += member.size
-    return SlimResult(tar, size, members, int(report.get("renames", 0)))
+    return SlimResult(
+        tar,
+        size,
+        members,
+        int(report.get("renames", 0)),
+        list(report.get("importable") or []),
+        len(report.get("stdlib_zip") or []),
+        int(report.get("stdlib_zip_bytes") or 0),
+    )
 
 
 def _fetch(container: Any, path: str) -> bytes:
@@ -298,6 +339,14 @@ def compare(trace_report: dict[str, Any], check_report: dict[str, Any]) -> None:
         problems.append("modules not loaded: " + ", ".join(sorted(before - after)[:20]))
     if after - before:
         problems.append("other modules loaded: " + ", ".join(sorted(after - before)[:20]))
+    importable = set(check_report.get("importable") or [])
+    lost = [name for name in trace_report.get("importable") or [] if name not in importable]
+    if lost:
+        why = check_report.get("not_importable") or {}
+        problems.append(
+            f"{len(lost)} modules importable in the image do not import from it: "
+            + ", ".join(f"{name} ({why.get(name, 'not tried')})" for name in lost[:10])
+        )
     a, b = _answers(trace_report), _answers(check_report)
     if a != b:
         diff = [f"{x} became {y}" for x, y in zip(a, b, strict=False) if x != y][:5]
@@ -320,8 +369,9 @@ def check_slim(
 
     repository, _, version = tag.rpartition(":")
     client.api.import_image_from_data(result.tar, repository=repository, tag=version)
+    check = {**args, "mode": "check", "tar": "", "importable": result.importable}
     try:
-        report, _ = run_probe(client, tag, config, {**args, "mode": "check", "tar": ""})
+        report, _ = run_probe(client, tag, config, check)
         return report
     finally:
         with contextlib.suppress(docker.errors.APIError):
@@ -329,11 +379,22 @@ def check_slim(
 
 
 def trace(
-    client: Any, image: str, config: dict[str, Any], drivers: Iterable[type[Driver]], own: list[str]
+    client: Any,
+    image: str,
+    config: dict[str, Any],
+    drivers: Iterable[type[Driver]],
+    own: list[str],
+    distributions: Iterable[str] = (),
+    keep: Iterable[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Any], SlimResult]:
     """Run the probe in the built image: its args, its report, the slim rootfs."""
-    args = probe_args(config, list(drivers), own, "trace")
+    args = probe_args(config, list(drivers), own, "trace", distributions, keep)
     report, tar = run_probe(client, image, config, args)
+    if report.get("keep_missing"):
+        raise BuildError(
+            "build.keep: "
+            + "; ".join(f"{p!r} matches nothing in the image" for p in report["keep_missing"])
+        )
     if tar is None:
         raise BuildError("the slim probe wrote no rootfs")
     return args, report, slim_result(tar, report)

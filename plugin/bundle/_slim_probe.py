@@ -1,31 +1,100 @@
-# mypy: ignore-errors
 # The slim step's probe: runs INSIDE the plugin's image, under the image's own
 # Python (`python3 [entrypoint options] -c <this file> '<json>'`), never on the
-# build host and never imported by the kit. It serves the plugin as its
-# entrypoint would, drives every call plus the error paths through the socket
-# from a forked client, stops it with SIGTERM, and prints one report line:
+# build host and never imported by the kit at run time (the unit tests load
+# its functions). It serves the plugin as its entrypoint would, drives every
+# call plus the error paths through the socket from a forked client, stops it
+# with SIGTERM, then imports every module the plugin may import, and prints
+# one report line:
 #
-#   mode "trace" (the built image): the modules loaded, and every file the
-#     plugin needs (modules, shared libraries with their DT_NEEDED closure,
-#     files it opened, the symlinks on the way), written as a tar (the slim
-#     rootfs) at ARGS["tar"] for the builder to fetch;
-#   mode "check" (the slim rootfs): the modules loaded and the answers, for
-#     the builder to compare with the trace.
+#   mode "trace" (the built image): the modules loaded by the plugin, the
+#     modules importable in the image (the standard library and the plugin's
+#     declared distributions), and the slim rootfs, written as a tar at
+#     ARGS["tar"] for the builder to fetch (see _write_tar for what is in it);
+#   mode "check" (the slim rootfs): the modules loaded and the answers, and
+#     which of the trace's importable modules import here, for the builder to
+#     compare with the trace.
 #
-# Only modules the plugin itself loads are imported before the snapshot
-# (sys, os, json, signal; the client runs in a child process), so the
-# snapshot is the plugin's own. Keep it runnable on Python 3.8+.
+# Only modules the plugin itself loads are imported before the snapshot of
+# what it loaded (sys, os, json, signal, __future__; the client runs in a
+# child process), so the snapshot is the plugin's own. Keep it runnable on
+# Python 3.8+.
+from __future__ import annotations
+
 import json
 import os
 import signal
 import sys
 
+TYPE_CHECKING = False  # typing is not imported at run time (see above)
+if TYPE_CHECKING:
+    import http.client
+    import socket
+    from collections.abc import Iterable
+    from typing import Any
+
 MARK = "@@dpk-slim-report@@"
-ARGS = {}  # from the command line, by main()
-opened = set()
+ARGS: dict[str, Any] = {}  # from the command line, by main()
+opened: set[str] = set()
+
+#: Top-level names of the standard library that cannot matter to a plugin,
+#: left out of the slim rootfs (also when the image has them). A plugin is a
+#: process with no terminal and no display: the daemon gives it no stdin, and
+#: its stdout and stderr are pipes to the daemon's log.
+#:   test, and every subpackage named test or tests (unittest.test, ...), and
+#:     the extension modules below: CPython's own test suites;
+#:   idlelib, turtledemo: the IDLE editor and the turtle demos, programs for a
+#:     person at a screen;
+#:   curses (_curses, _curses_panel), readline: terminal user interfaces and
+#:     line editing, for a terminal the plugin does not have (the standard
+#:     library imports readline only when interactive: site, pdb, cmd);
+#:     with their libraries (ncurses, tinfo, readline) about 1 MB;
+#:   nis: the client of NIS/YP, a directory service out of use for decades
+#:     (deprecated in 3.11, removed in 3.13); it alone links Kerberos and Sun
+#:     RPC, 1.8 MB. Users and groups still resolve through pwd and grp;
+#:   ensurepip: installs pip into an environment (with 3 MB of bundled
+#:     wheels); a running plugin installs nothing;
+#:   lib2to3: translates Python 2 source into Python 3 (deprecated since
+#:     3.9, removed in 3.13; a separate package in Debian); a plugin runs
+#:     Python 3 code. It reads its grammar by path, so it could not go into
+#:     the zip: 0.4 MB.
+#: A top-level module that the image itself cannot import (tkinter and turtle
+#: without the Tk bindings) is left out too: it cannot matter either. To keep
+#: any of these anyway, name its files in [build] keep.
+EXCLUDED = (
+    "test",
+    "idlelib",
+    "turtledemo",
+    "curses",
+    "_curses",
+    "_curses_panel",
+    "readline",
+    "nis",
+    "ensurepip",
+    "lib2to3",
+)
+#: Extension modules that exist only for CPython's test suites.
+EXCLUDED_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "xxsubtype")
+#: Files in a package that no code reads by path: documentation, type
+#: stubs, distutils' template for people writing a command, and the style
+#: sheet of pydoc's web server (pydoc -p), which a plugin never runs. Any
+#: other file beside a package's modules keeps the package out of the zip.
+NOT_DATA = (
+    "README",
+    "LICENSE",
+    ".rst",
+    ".md",
+    "py.typed",
+    ".pyi",
+    "command_template",
+    "_pydoc.css",
+)
+#: Subpackages that are test suites (unittest.test, ctypes.test, ...).
+TEST_DIRS = ("test", "tests", "idle_test")
+#: Checked with find_spec, never imported: importing them runs a program.
+SPEC_ONLY = ("antigravity",)
 
 
-def _audit(event, args):
+def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event in ("open", "ctypes.dlopen") and isinstance(args[0], (str, bytes)):
         opened.add(os.fsdecode(args[0]))
 
@@ -33,11 +102,15 @@ def _audit(event, args):
 # --- the client (a forked child: its imports stay out of the snapshot) -------------
 
 
-def _client(path, out_fd, parent):
+def _client(path: str, out_fd: int, parent: int) -> None:
+    """Every call of ARGS["calls"] on one keep-alive connection (http.client,
+    the daemon's headers), then the malformed requests on raw sockets; the
+    answers go to ``out_fd`` as JSON, and the plugin gets SIGTERM."""
+    import http.client
     import socket
     import time
 
-    def connect():
+    def connect() -> socket.socket:
         deadline = time.monotonic() + 30
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -51,110 +124,58 @@ def _client(path, out_fd, parent):
                     raise
                 time.sleep(0.01)
 
-    def read_answer(s, buf):
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                return None, b""
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "content-length":
-                length = int(value.strip())
-        if status < 200:  # 100 Continue: the real answer follows
-            return read_answer(s, rest)
-        while len(rest) < length:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        return (status, rest[:length].decode("utf-8", "replace")), rest[length:]
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = connect()
 
-    def request(s, method, target, body=b"", headers=b""):
-        data = (
-            method.encode() + b" " + target.encode() + b" HTTP/1.1\r\n"
-            b"Host: plugin.moby.localhost\r\nUser-Agent: Go-http-client/1.1\r\n"
-            b"Accept: application/vnd.docker.plugins.v1.2+json\r\n"
-            + headers
-            + b"Content-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        s.sendall(data)
-        answer, _ = read_answer(s, b"")
-        return answer
+    def read(response: http.client.HTTPResponse) -> list[Any]:
+        return [response.status, response.read().decode("utf-8", "replace")]
 
-    def raw(data, half_close=False):
+    def request(conn: UnixConnection, method: str, target: str, body: bytes) -> list[Any]:
+        # The daemon's request: these headers and no others (Go's client).
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", "plugin.moby.localhost")
+        conn.putheader("User-Agent", "Go-http-client/1.1")
+        conn.putheader("Accept", "application/vnd.docker.plugins.v1.2+json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        return read(conn.getresponse())
+
+    def raw(data: bytes, half_close: bool = False) -> list[Any]:
+        """A request http.client would not send, written as bytes; the answer
+        parsed by http.client (it skips a 100 Continue)."""
         s = connect()
         try:
             s.sendall(data)
             if half_close:
                 s.shutdown(socket.SHUT_WR)
-            answer, _ = read_answer(s, b"")
-        except OSError as exc:
-            answer = ("error", type(exc).__name__)
+            response = http.client.HTTPResponse(s)
+            response.begin()
+            return read(response)
+        except (OSError, http.client.HTTPException) as exc:
+            return ["error", type(exc).__name__]
         finally:
             s.close()
-        return answer
 
-    answers = []
+    answers: list[list[Any]] = []
     try:
-        s = connect()
+        conn = UnixConnection("plugin.moby.localhost", timeout=20)
         for method, target, body in ARGS["calls"]:
-            answers.append([method, target, request(s, method, target, body.encode("utf-8"))])
-        first = ARGS["target"]
-        # The error paths, each on its own connection.
+            answers.append([method, target, request(conn, method, target, body.encode("utf-8"))])
+        first: str = ARGS["target"]
+        # A chunked body is valid HTTP: http.client sends it.
+        conn.request("POST", first, body=iter([b"{", b"}"]), encode_chunked=True)
+        answers.append(["chunked", first, read(conn.getresponse())])
+        conn.close()
+        # The malformed and unusual requests, each on its own connection.
+        post = b"POST " + first.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        expect = b"Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        answers.append(["expect", first, raw(post + expect)])
         answers.append(
-            [
-                "expect",
-                first,
-                raw(
-                    b"POST " + first.encode() + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                    b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
-                ),
-            ]
-        )
-        answers.append(
-            [
-                "huge",
-                first,
-                raw(
-                    b"POST " + first.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Length: 99999999\r\nConnection: close\r\n\r\n{}"
-                ),
-            ]
-        )
-        answers.append(
-            [
-                "chunked",
-                first,
-                raw(
-                    b"POST "
-                    + first.encode()
-                    + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                    b"Connection: close\r\n\r\n1\r\n{\r\n1\r\n}\r\n0\r\n\r\n"
-                ),
-            ]
+            ["huge", first, raw(post + b"Content-Length: 99999999\r\nConnection: close\r\n\r\n{}")]
         )
         answers.append(["garbage", "", raw(b"\x16\x03\x01 not http at all\r\n\r\n")])
-        answers.append(
-            [
-                "cut",
-                first,
-                raw(
-                    b"POST "
-                    + first.encode()
-                    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{",
-                    half_close=True,
-                ),
-            ]
-        )
-        s.close()
+        answers.append(["cut", first, raw(post + b"Content-Length: 10\r\n\r\n{", half_close=True)])
     except Exception as exc:  # reported, and the build fails on it
         answers.append(["client-error", "", ["error", f"{type(exc).__name__}: {exc}"]])
     finally:
@@ -166,10 +187,10 @@ def _client(path, out_fd, parent):
 # --- the plugin ---------------------------------------------------------------------
 
 
-def _serve():
+def _serve() -> None:
     import runpy
 
-    sys.argv = [ARGS["run"]] + ARGS["args"]
+    sys.argv = [ARGS["run"], *ARGS["args"]]
     try:
         if ARGS["module"]:
             runpy.run_module(ARGS["run"], run_name="__main__", alter_sys=True)
@@ -180,7 +201,7 @@ def _serve():
             raise
 
 
-def _log_a_traceback():
+def _log_a_traceback() -> None:
     # What the SDK does for an exception a driver did not expect: the
     # traceback formatting machinery (traceback, linecache, tokenize) loads
     # lazily, so exercise it the same way.
@@ -192,7 +213,7 @@ def _log_a_traceback():
         logging.getLogger("plugin").exception("slim probe: logging a traceback")
 
 
-def main():
+def main() -> None:
     ARGS.update(json.loads(sys.argv[1]))
     sys.addaudithook(_audit)
     for d in ARGS["dirs"]:
@@ -220,7 +241,7 @@ def main():
     answers = json.loads(b"".join(chunks) or b"[]")
     # The snapshot: before the probe imports anything for itself.
     modules = sorted(name for name, m in list(sys.modules.items()) if m is not None)
-    loaded = {}
+    loaded: dict[str, list[Any]] = {}
     for name in modules:
         m = sys.modules[name]
         spec = getattr(m, "__spec__", None)
@@ -228,38 +249,224 @@ def main():
         cached = getattr(spec, "cached", None)
         path = list(getattr(m, "__path__", None) or [])
         loaded[name] = [origin, cached, path]
-    with open("/proc/self/maps") as f:
-        maps = sorted({line.split(None, 5)[5].strip() for line in f if len(line.split()) > 5})
+    used = sorted(opened)
+    maps = _maps()
     origins = {}
     for name in ARGS["own"]:
         info = loaded.get(name)
         if info and info[0] and info[0].startswith("/"):
             origins[name] = os.path.dirname(info[0]) if info[2] else info[0]
-    report = {"modules": modules, "answers": answers, "origins": origins}
+    report: dict[str, Any] = {"modules": modules, "answers": answers, "origins": origins}
+    import time
+
+    seconds: dict[str, float] = {}
+    start = time.monotonic()
     if ARGS["mode"] == "trace":
-        report.update(_needs(loaded, maps, sorted(opened)))
-        report["tar"] = _write_tar(report, origins)
+        installed, _ = _distributions()
+        sources = [_stdlib()] + [f for files in installed.values() for f in files]
+        everything = _importable(_candidates(), sources)
+        seconds["import every module"] = time.monotonic() - start
+        report["importable"] = everything["importable"]
+        report["not_importable"] = everything["failed"]
+        report["shadowed"] = everything["shadowed"]
+        needs = _needs(loaded, maps, used, everything)
+        seconds["select"] = time.monotonic() - start - sum(seconds.values())
+        report.update(needs)
+        report["own_loaded"] = sorted(
+            info[0]
+            for info in loaded.values()
+            if isinstance(info[0], str) and info[0].endswith(".py")
+        )
+        report["tar"] = _write_tar(report, origins, needs)
+        seconds["write the rootfs"] = time.monotonic() - start - sum(seconds.values())
+    else:
+        everything = _importable(ARGS["importable"])
+        seconds["import every module"] = time.monotonic() - start
+        report["importable"] = everything["importable"]
+        report["not_importable"] = everything["failed"]
+    report["seconds"] = seconds
     sys.stdout.flush()
     sys.stdout.write("\n" + MARK + json.dumps(report) + "\n")
     sys.stdout.flush()
 
 
-# --- what the plugin needs (trace mode, after the snapshot) --------------------------
+def _maps() -> list[str]:
+    """The files mapped into this process (shared libraries, extensions)."""
+    with open("/proc/self/maps") as f:
+        return sorted({line.split(None, 5)[5].strip() for line in f if len(line.split()) > 5})
 
 
-def _needs(loaded, maps, opened):
-    import glob
+# --- every module the plugin may import ----------------------------------------------
+
+
+def _stdlib() -> str:
+    return os.path.dirname(os.__file__)
+
+
+def _excluded_extension(name: str) -> bool:
+    """An extension module's file name (or module name) that is left out."""
+    module = name.split(".")[0]
+    return module in EXCLUDED or module.startswith(EXCLUDED_EXTENSIONS)
+
+
+def _walk(path: str, prefix: str, out: list[str]) -> None:
+    import pkgutil
+
+    for m in pkgutil.iter_modules([path], prefix):
+        leaf = m.name.rsplit(".", 1)[-1]
+        if leaf in TEST_DIRS or (not prefix and leaf in EXCLUDED):
+            continue
+        if not prefix and _excluded_extension(leaf):
+            continue
+        out.append(m.name)
+        if m.ispkg:
+            _walk(os.path.join(path, leaf), m.name + ".", out)
+
+
+def _distributions() -> tuple[dict[str, list[str]], list[str]]:
+    """The files of each declared distribution (absolute paths in the
+    image), and the declared names not installed in it."""
+    import importlib.metadata
+
+    files: dict[str, list[str]] = {}
+    missing = []
+    for name in ARGS["distributions"]:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+            continue
+        paths = []
+        for f in dist.files or []:
+            located = os.path.normpath(str(dist.locate_file(f)))
+            if os.path.lexists(located):
+                paths.append(located)
+        files[name] = sorted(paths)
+    return files, missing
+
+
+def _path_entry(path: str) -> str:
+    """The sys.path entry ``path`` is in (the longest one: site-packages may
+    be below the standard library's directory), or ""."""
+    found = ""
+    for entry in sys.path:
+        entry = entry.rstrip("/")
+        if entry.startswith("/") and path.startswith(entry + "/") and len(entry) > len(found):
+            found = entry
+    return found
+
+
+def _candidates() -> list[str]:
+    """Every module of the standard library (its directory and lib-dynload)
+    and of the declared distributions, but for the exclusions above."""
+    names: list[str] = []
+    stdlib = _stdlib()
+    _walk(stdlib, "", names)
+    dynload = os.path.join(stdlib, "lib-dynload")
+    if os.path.isdir(dynload):
+        _walk(dynload, "", names)
+    files, _ = _distributions()
+    roots = set()
+    for paths in files.values():
+        for p in paths:
+            entry = _path_entry(p)
+            if not entry or entry == stdlib:
+                continue
+            top = p[len(entry) + 1 :].split("/")[0]
+            if top.endswith(".py"):
+                names.append(top[:-3])
+            elif "." not in top and os.path.isdir(os.path.join(entry, top)):
+                roots.add((entry, top))
+            elif top.endswith(".so"):
+                names.append(top.split(".")[0])
+    for entry, top in sorted(roots):
+        if os.path.exists(os.path.join(entry, top, "__init__.py")):
+            names.append(top)
+        _walk(os.path.join(entry, top), top + ".", names)  # a namespace package too
+    return sorted(set(names))
+
+
+def _importable(names: Iterable[str], sources: Iterable[str] = ()) -> dict[str, Any]:
+    """Import each of ``names`` (find_spec only for SPEC_ONLY and __main__
+    modules), output silenced: which import, and why the others do not.
+
+    With ``sources`` (directories and files), a module whose code comes from
+    elsewhere is ``shadowed``, not importable: Debian's setuptools, for one,
+    serves ``distutils`` from its own copy through a .pth file, which the
+    slim rootfs (without setuptools, which the plugin does not declare) does
+    not have."""
+    import contextlib
+    import importlib
     import importlib.util
+    import io
+
+    ok: list[str] = []
+    failed: dict[str, str] = {}
+    shadowed: dict[str, str] = {}
+    prefixes = tuple(x.rstrip("/") + "/" for x in sources)
+    exact = set(sources)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            for name in names:
+                try:
+                    if name in SPEC_ONLY or name.endswith(".__main__"):
+                        if importlib.util.find_spec(name) is None:
+                            raise ModuleNotFoundError(f"No module named {name!r}")
+                    else:
+                        importlib.import_module(name)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt of a module too
+                    failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
+                module = sys.modules.get(name)
+                origin = getattr(getattr(module, "__spec__", None), "origin", None)
+                if (
+                    prefixes
+                    and isinstance(origin, str)
+                    and origin.startswith("/")
+                    and not (origin.startswith(prefixes) or origin in exact)
+                ):
+                    shadowed[name] = origin
+                else:
+                    ok.append(name)
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+    return {"importable": ok, "failed": failed, "shadowed": shadowed}
+
+
+# --- what the slim rootfs holds (trace mode, after the snapshot) ---------------------
+
+
+def _needs(
+    loaded: dict[str, list[Any]], maps: list[str], used: list[str], everything: dict[str, Any]
+) -> dict[str, Any]:
+    """The files of the slim rootfs: what the plugin used, and every module it
+    may import with the shared libraries they link.
+
+    ``files``: absolute paths (files and symlinks) kept as they are, but for
+    modules: ``pyc`` maps a module's source to its bytecode, written in the
+    source's place as sourceless ``.pyc``; ``stdlib_zip``: sources whose
+    bytecode goes into the standard library's zip (deflated) instead.
+    ``dirs``: directories kept even when empty."""
+    import glob
     import stat
     import struct
 
-    keep = set()  # files and symlinks, absolute
-    dirs = set()  # directories kept even if empty
-    pyc = {}  # source .py -> its valid cached .pyc (may go sourceless)
-    elves = []
-    opened_set = set(opened)
+    keep: set[str] = set()
+    dirs: set[str] = set()
+    pyc: dict[str, str] = {}  # source .py -> its bytecode (a valid cached .pyc, or "")
+    elves: list[str] = []
+    used_set = set(used)
 
-    def add(path):
+    def add(path: str) -> str | None:
         """``path`` and every symlink met on the way to it."""
         seen = 0
         parts = [p for p in path.split("/") if p]
@@ -296,87 +503,191 @@ def _needs(loaded, maps, opened):
             keep.add(current)
         return current
 
-    def add_elf(path):
+    def add_elf(path: str) -> None:
         real = add(path)
         if real and real not in elves:
             elves.append(real)
 
-    def valid_pyc(source, cached):
-        try:
-            with open(cached, "rb") as f:
-                head = f.read(16)
-            st = os.stat(source)
-        except OSError:
-            return False
-        if head[:4] != importlib.util.MAGIC_NUMBER or len(head) < 16:
-            return False
-        flags, mtime, size = struct.unpack("<III", head[4:16])
-        if flags & 1:  # hash-based: valid when unchecked, or checked below by the builder
-            return not flags & 2
-        return mtime == (int(st.st_mtime) & 0xFFFFFFFF) and size == (st.st_size & 0xFFFFFFFF)
+    def add_module(source: str, cached: str | None) -> None:
+        """A module's source: as bytecode, unless the plugin read the source
+        at run time (anyio reads its own with inspect.getsource; tracebacks
+        read theirs), which keeps it as well."""
+        real = add(source)
+        if real is None:
+            return
+        if source in used_set:
+            if cached and os.path.exists(cached):
+                add(cached)
+            return
+        pyc[source] = cached if cached and _valid_pyc(source, cached) else ""
 
+    def add_file(path: str) -> None:
+        """A file of a module tree: modules as bytecode, the rest as is."""
+        import importlib.util
+
+        if path.endswith(".py"):
+            add_module(path, importlib.util.cache_from_source(path))
+        elif path.endswith(".so") or ".so." in path:
+            add_elf(path)
+        elif not path.endswith(".pyc"):
+            add(path)
+
+    def add_tree(root: str) -> None:
+        for d, subdirs, names in os.walk(root):
+            subdirs[:] = sorted(s for s in subdirs if s != "__pycache__" and s not in TEST_DIRS)
+            add(d)
+            for n in sorted(names):
+                add_file(os.path.join(d, n))
+
+    # What the plugin used.
     for _name, (origin, cached, path) in sorted(loaded.items()):
         for d in path:
             if os.path.isdir(d):
                 add(d)
         if not origin or not origin.startswith("/"):
             continue  # built-in or frozen
-        real = add(origin)
-        if real is None:
-            continue
         if origin.endswith(".py"):
-            # A source read at run time (anyio reads its own with
-            # inspect.getsource; tracebacks read theirs) stays a source.
-            if cached and valid_pyc(origin, cached) and origin not in opened_set:
-                pyc[origin] = cached
-            if cached and os.path.exists(cached):
-                add(cached)
+            add_module(origin, cached)
         elif not origin.endswith(".pyc"):
             add_elf(origin)  # an extension module
+        else:
+            add(origin)
     for path in maps:
         if path.startswith("/") and not path.endswith(" (deleted)"):
             add_elf(path)
     skip = tuple(d.rstrip("/") + "/" for d in ARGS["skip"])
-    for path in opened:
+    for path in used:
         if not path.startswith("/") or path.startswith(skip):
             continue
         if os.path.exists(path) and not os.path.isdir(path):
             if path.endswith(".so") or ".so." in path:
                 add_elf(path)
-            else:
+            elif not path.endswith((".py", ".pyc")):
                 add(path)
-    for program in [sys.executable] + ARGS["programs"]:
+    for program in [sys.executable, *ARGS["programs"]]:
         if not program.startswith("/"):
             for d in os.environ.get("PATH", "").split(":"):
                 if d.startswith("/") and os.path.exists(os.path.join(d, program)):
                     program = os.path.join(d, program)
                     break
         add_elf(program)
-    # The landmarks the interpreter looks for to find its prefix, and the
-    # dynamic loader's own configuration.
-    stdlib = os.path.dirname(os.__file__)
-    for landmark in ("os.py",):
-        source = os.path.join(stdlib, landmark)
-        cached = importlib.util.cache_from_source(source)
-        if os.path.exists(source):
-            add(source)
-            if valid_pyc(source, cached):
-                pyc[source] = cached
-                add(cached)
     # site reads *.pth files before the probe's audit hook is installed.
     for entry in sys.path:
         if entry.startswith("/") and os.path.isdir(entry):
             for path in glob.glob(os.path.join(glob.escape(entry), "*.pth")):
                 add(path)
-    dynload = os.path.join(stdlib, "lib-dynload")
-    if os.path.isdir(dynload):
-        add(dynload)
     for extra in ARGS["extra"]:
         for path in glob.glob(extra):
             add(path)
 
+    # Every module it may import, by top-level name (a module, or a package
+    # with all its modules): the standard library's and the declared
+    # distributions'. Into the zip, unless it has files beside its modules
+    # (data read by path, extension modules) or there is no zip.
+    import importlib.util
+
+    stdlib = _stdlib()
+    failed = everything["failed"]
+    zip_ok = bool(ARGS["stdlib_zip"] and _stdlib_zip_path())
+    zipped: list[list[str]] = []  # [the sys.path entry it is in, its path]
+    left_out: list[str] = []
+
+    def unit(root: str, entry: str) -> None:
+        full = os.path.join(root, entry)
+        is_pkg = os.path.isdir(full)
+        sources = [] if is_pkg else [full]
+        as_files = not zip_ok or (is_pkg and not os.path.isfile(os.path.join(full, "__init__.py")))
+        if is_pkg:
+            for d, subdirs, names in os.walk(full):
+                subdirs[:] = [x for x in subdirs if x != "__pycache__" and x not in TEST_DIRS]
+                for n in names:
+                    if n.endswith(".py"):
+                        sources.append(os.path.join(d, n))
+                    elif not n.endswith(".pyc") and not _not_data(n):
+                        as_files = True  # read by path beside the modules, or an extension
+        if as_files:
+            if is_pkg:
+                add_tree(full)
+            else:
+                add_file(full)
+            return
+        zipped.extend([root, source] for source in sources)
+        for source in sources:
+            pyc.pop(source, None)
+            keep.discard(source)
+            keep.discard(importlib.util.cache_from_source(source))
+        if is_pkg:  # nothing of it beside the zip, not even an empty directory
+            for d in [x for x in dirs if x == full or x.startswith(full + "/")]:
+                dirs.discard(d)
+            for f in [x for x in keep if x.startswith(full + "/")]:
+                keep.discard(f)
+
+    for entry in sorted(os.listdir(stdlib)):
+        if entry.endswith(".py"):
+            top = entry[:-3]
+        elif os.path.isfile(os.path.join(stdlib, entry, "__init__.py")):
+            top = entry
+        else:
+            continue  # lib-dynload (below), config-3.x (for building extensions)
+        if top in EXCLUDED or top in failed:
+            left_out.append(top)
+        else:
+            unit(stdlib, entry)
+    dynload = os.path.join(stdlib, "lib-dynload")
+    if os.path.isdir(dynload):
+        add(dynload)
+        for entry in sorted(os.listdir(dynload)):
+            if _excluded_extension(entry):
+                left_out.append(entry.split(".")[0])
+            else:
+                add_elf(os.path.join(dynload, entry))
+    installed, missing = _distributions()
+    tops: set[tuple[str, str]] = set()
+    for paths in installed.values():
+        for path in paths:
+            if "/__pycache__/" in path:
+                continue  # bytecode is made from the sources
+            root = _path_entry(path)
+            top = path[len(root) + 1 :].split("/")[0] if root else ""
+            if not root or root == stdlib or ".dist-info" in top or ".egg-info" in top:
+                add_file(path)  # metadata, scripts: as they are
+            elif top.endswith(".py") or os.path.isdir(os.path.join(root, top)):
+                tops.add((root, top))
+            else:
+                add_file(path)  # an extension module at the top, a .pth
+    for root, top in sorted(tops):
+        unit(root, top)
+    # The landmark the interpreter looks for to find its prefix: os.py, kept
+    # as a source beside its bytecode (and out of the zip).
+    landmark = os.path.join(stdlib, "os.py")
+    if os.path.exists(landmark):
+        zipped[:] = [z for z in zipped if z[1] != landmark]
+        pyc.pop(landmark, None)
+        add(landmark)
+        cached = importlib.util.cache_from_source(landmark)
+        if os.path.exists(cached):
+            add(cached)
+    # The keep setting: files and directories kept as they are.
+    keep_missing = []
+    for pattern in ARGS["keep"]:
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            keep_missing.append(pattern)
+        for path in matches:
+            if os.path.isdir(path) and not os.path.islink(path):
+                for d, _subdirs, names in os.walk(path):
+                    add(d)
+                    for n in names:
+                        p = os.path.join(d, n)
+                        add_elf(p) if _is_elf(p) else add(p)
+            elif _is_elf(path):
+                add_elf(path)
+            else:
+                add(path)
+
+    # The shared libraries all of that links (DT_NEEDED, transitively).
     search = _library_dirs(glob)
-    done = set()
+    done: set[str] = set()
     while elves:
         path = elves.pop()
         if path in done:
@@ -398,60 +709,263 @@ def _needs(loaded, maps, opened):
                     break
             else:
                 raise SystemExit(f"slim probe: {path} needs {soname}, not found")
-    return {"files": sorted(keep), "dirs": sorted(dirs), "pyc": pyc}
+    return {
+        "files": sorted(keep),
+        "dirs": sorted(dirs),
+        "pyc": pyc,
+        "stdlib_zip": sorted(zipped),
+        "used": used,
+        "left_out": left_out,
+        "missing_distributions": missing,
+        "keep_missing": keep_missing,
+    }
 
 
-def _write_tar(report, origins):
-    """The slim rootfs as a tar: the files needed, modules outside the
-    plugin's own packages as sourceless bytecode (x.py -> x.pyc, from a
-    cached .pyc that matches the source), the directories above them with
-    their modes, and the plugin's own packages whole."""
-    import compileall
+def _not_data(name: str) -> bool:
+    return name.startswith(NOT_DATA) or name.endswith(NOT_DATA)
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def _valid_pyc(source: str, cached: str) -> bool:
+    """Whether ``cached`` is the bytecode of ``source`` as it is now."""
+    import importlib.util
+    import struct
+
+    try:
+        with open(cached, "rb") as f:
+            head = f.read(16)
+        st = os.stat(source)
+    except OSError:
+        return False
+    if head[:4] != importlib.util.MAGIC_NUMBER or len(head) < 16:
+        return False
+    flags, mtime, size = (int(x) for x in struct.unpack("<III", head[4:16]))
+    if flags & 1:  # hash-based: valid when unchecked
+        return not flags & 2
+    return mtime == (int(st.st_mtime) & 0xFFFFFFFF) and size == (st.st_size & 0xFFFFFFFF)
+
+
+def _bytecode(source: str, cached: str) -> bytes:
+    """The bytecode of ``source``: its valid cached ``.pyc``, or compiled now
+    (as the interpreter would, with the source's path in tracebacks)."""
+    import importlib.util
+    import marshal
+    import struct
+
+    if cached:
+        with open(cached, "rb") as f:
+            return f.read()
+    with open(source, "rb") as f:
+        text = f.read()
+    st = os.stat(source)
+    code = compile(text, source, "exec", dont_inherit=True)
+    head = struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+    return importlib.util.MAGIC_NUMBER + head + marshal.dumps(code)
+
+
+def _stdlib_zip_path() -> str:
+    """Where the interpreter looks for its standard library as a zip (on
+    sys.path, and absent from the image), or "" when it does not."""
+    for entry in sys.path:
+        if entry.endswith(".zip") and entry.startswith("/") and not os.path.exists(entry):
+            return entry
+    return ""
+
+
+def _write_tar(report: dict[str, Any], origins: dict[str, str], needs: dict[str, Any]) -> str:
+    """The slim rootfs as a tar: the files needed as they are; modules outside
+    the plugin's own packages as sourceless bytecode (x.py -> x.pyc), or in
+    the standard library's zip; the directories above them with their modes;
+    and the plugin's own packages whole, with their sources."""
+    import io
+    import py_compile
     import tarfile
+    import tempfile
+    import zipfile
 
     own = sorted(origins.values())
-    for root in own:
-        # Bytecode for every module of the plugin's own packages, imported or
-        # not (the Dockerfile need not compile them: a step less to rebuild).
-        if os.path.isdir(root):
-            compileall.compile_dir(root, quiet=2)
 
-    def mine(path):
+    def mine(path: str) -> bool:
         return any(path == r or path.startswith(r + "/") for r in own)
 
-    entries = {}  # arcname (no leading /) -> path in the image
-    renames = {}
-    for source, cached in report["pyc"].items():
-        if not mine(source):
-            renames[source] = cached
-    for path in report["files"]:
-        if mine(path):
-            continue  # below, whole
-        if path in renames:
-            entries[path.lstrip("/") + "c"] = renames[path]
-        elif path not in renames.values():
+    # Bytecode for the modules of the plugin's own packages it loaded (the
+    # Dockerfile need not compile them: a step less to rebuild); one it did
+    # not load is compiled when first imported.
+    for source in report.get("own_loaded") or []:
+        if mine(source):
+            py_compile.compile(source, doraise=False, quiet=2)
+
+    entries: dict[str, str] = {}  # arcname (no leading /) -> path in the image
+    bytecode: dict[str, tuple[str, str]] = {}  # arcname -> (source, cached or "")
+    cached_files = {c for c in needs["pyc"].values() if c}
+    for path in needs["files"]:
+        if mine(path) or path in cached_files:
+            continue  # below, whole; or written as the module's .pyc
+        if path in needs["pyc"]:
+            bytecode[path.lstrip("/") + "c"] = (path, needs["pyc"][path])
+        else:
             entries[path.lstrip("/")] = path
-    for path in report["dirs"] + ARGS["keep_dirs"]:
+    for path in needs["dirs"] + ARGS["keep_dirs"]:
         if os.path.isdir(path) and not mine(path):
             entries[path.strip("/")] = path
-    for name in list(entries) + [r.lstrip("/") for r in own]:
+    zip_path = _stdlib_zip_path()
+    if needs["stdlib_zip"] and zip_path:
+        import importlib.util
+
+        used = set(needs["used"])
+        with tempfile.NamedTemporaryFile(suffix=".zip", delete=False) as tmp:
+            zip_file = tmp.name
+        with zipfile.ZipFile(zip_file, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+            for root, source in needs["stdlib_zip"]:
+                arc = os.path.relpath(source, root)
+                if source in used:  # read at run time (inspect.getsource): the source
+                    with open(source, "rb") as f:
+                        data = f.read()
+                else:
+                    cached = importlib.util.cache_from_source(source)
+                    data = _bytecode(source, cached if _valid_pyc(source, cached) else "")
+                    arc += "c"
+                z.writestr(
+                    zipfile.ZipInfo(arc, (1980, 1, 1, 0, 0, 0)),
+                    data,
+                    compress_type=zipfile.ZIP_DEFLATED,
+                    compresslevel=6,
+                )
+        entries[zip_path.lstrip("/")] = zip_file
+        report["stdlib_zip_bytes"] = os.path.getsize(zip_file)
+    for name in list(entries) + list(bytecode) + [r.lstrip("/") for r in own]:
         parent = os.path.dirname(name)
         while parent and parent not in entries:
             entries[parent] = "/" + parent
             parent = os.path.dirname(parent)
+    import struct
+
+    stripped = 0
     with tarfile.open(ARGS["tar"], "w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(entries):  # parents before children
-            tar.add(entries[name], arcname=name, recursive=False)
+            info = tar.gettarinfo(entries[name], arcname=name)
+            if not info.isreg():
+                tar.addfile(info)
+                continue
+            with open(entries[name], "rb") as f:
+                data = f.read()
+            smaller = _strip_debug(data, struct)
+            if smaller is not None:
+                stripped += len(data) - len(smaller)
+                data = smaller
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, (source, cached) in sorted(bytecode.items()):
+            data = _bytecode(source, cached)
+            st = os.stat(source)  # a module may be a link (sitecustomize.py -> /etc/...)
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime, info.size = st.st_mode & 0o7777, int(st.st_mtime), len(data)
+            tar.addfile(info, io.BytesIO(data))
         for root in own:
             tar.add(root, arcname=root.lstrip("/"), recursive=True)
-    report["renames"] = len(renames)
-    return ARGS["tar"]
+    report["renames"] = len(bytecode)
+    report["debug_bytes_stripped"] = stripped
+    return str(ARGS["tar"])
 
 
-def _library_dirs(glob):
+def _strip_debug(data: bytes, struct: Any) -> bytes | None:
+    """``data`` (an ELF file) without its debug sections (``.debug_*``: for
+    debuggers, never loaded), as ``strip --strip-debug`` would; None when it
+    has none, or when their removal is not plainly safe (a debug section
+    before a loaded one, or referred to by another section or a symbol).
+
+    Only non-loaded sections move: everything the program headers map stays
+    at its offset, byte for byte."""
+    if data[:4] != b"\x7fELF":
+        return None
+    is64 = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    if is64:
+        (phoff, shoff) = struct.unpack_from(end + "QQ", data, 0x20)
+        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(end + "HHHHH", data, 0x36)
+        sh_fmt, ph_fmt = end + "IIQQQQIIQQ", end + "IIQQQQ"
+    else:
+        (phoff, shoff) = struct.unpack_from(end + "II", data, 0x1C)
+        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(end + "HHHHH", data, 0x2A)
+        sh_fmt, ph_fmt = end + "IIIIIIIIII", end + "IIIIII"
+    if not shoff or not shnum or shstrndx >= shnum:
+        return None
+    sections = [list(struct.unpack_from(sh_fmt, data, shoff + i * shentsize)) for i in range(shnum)]
+    # name, type, flags, addr, offset, size, link, info, addralign, entsize
+    strtab = sections[shstrndx][4]
+
+    def name(i: int) -> bytes:
+        at = strtab + sections[i][0]
+        return data[at : data.index(b"\0", at)]
+
+    debug = [i for i in range(1, shnum) if name(i).startswith((b".debug", b".zdebug"))]
+    if not debug:
+        return None
+    first = min(debug)
+    alloc = [i for i in range(1, shnum) if sections[i][2] & 2]  # SHF_ALLOC
+    if any(i > first for i in alloc) or any(i in debug for i in alloc):
+        return None
+    kept = [i for i in range(shnum) if i not in debug]
+    new_index = {old: new for new, old in enumerate(kept)}
+    for i in kept:
+        sh_type, link, info = sections[i][1], sections[i][6], sections[i][7]
+        if link in debug or (sh_type in (4, 9) and info in debug):  # REL, RELA
+            return None
+        if sh_type in (2, 11):  # SYMTAB, DYNSYM: no symbol may point at a moved section
+            entsize = sections[i][9] or (24 if is64 else 16)
+            at = 6 if is64 else 14
+            for off in range(sections[i][4], sections[i][4] + sections[i][5], entsize):
+                (shndx,) = struct.unpack_from(end + "H", data, off + at)
+                if first <= shndx < 0xFF00:
+                    return None
+    # What stays where it is: the headers, every segment, every loaded section.
+    keep_end = max(phoff + phnum * phentsize, 64 if is64 else 52)
+    for j in range(phnum):
+        fields = struct.unpack_from(ph_fmt, data, phoff + j * phentsize)
+        offset, filesz = (fields[2], fields[5]) if is64 else (fields[1], fields[4])
+        keep_end = max(keep_end, offset + filesz)
+    for i in alloc:
+        if sections[i][1] != 8:  # NOBITS
+            keep_end = max(keep_end, sections[i][4] + sections[i][5])
+    out = bytearray(data[:keep_end])
+    headers = []
+    for i in kept:
+        header = list(sections[i])
+        if i and not header[2] & 2 and header[1] != 8:
+            align = max(int(header[8]), 1)
+            out += b"\0" * (-len(out) % align)
+            offset = len(out)
+            out += data[header[4] : header[4] + header[5]]
+            header[4] = offset
+        header[6] = new_index.get(header[6], header[6])
+        if header[1] in (4, 9):
+            header[7] = new_index.get(header[7], header[7])
+        headers.append(header)
+    out += b"\0" * (-len(out) % 8)
+    new_shoff = len(out)
+    for header in headers:
+        out += struct.pack(sh_fmt, *header)
+        out += b"\0" * (shentsize - struct.calcsize(sh_fmt))
+    if is64:
+        struct.pack_into(end + "Q", out, 0x28, new_shoff)
+        struct.pack_into(end + "HH", out, 0x3C, len(kept), new_index[shstrndx])
+    else:
+        struct.pack_into(end + "I", out, 0x20, new_shoff)
+        struct.pack_into(end + "HH", out, 0x30, len(kept), new_index[shstrndx])
+    return bytes(out) if len(out) < len(data) else None
+
+
+def _library_dirs(glob: Any) -> list[str]:
     dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
 
-    def conf(path, depth=0):
+    def conf(path: str, depth: int = 0) -> None:
         try:
             with open(path) as f:
                 lines = f.read().splitlines()
@@ -479,7 +993,7 @@ def _library_dirs(glob):
     return dirs
 
 
-def _elf_needs(path, struct):
+def _elf_needs(path: str, struct: Any) -> tuple[list[str], list[str], str | None]:
     """DT_NEEDED, DT_RUNPATH/DT_RPATH and PT_INTERP of an ELF file."""
     with open(path, "rb") as f:
         data = f.read()
@@ -493,7 +1007,9 @@ def _elf_needs(path, struct):
     else:
         (phoff,) = struct.unpack_from(end + "I", data, 0x1C)
         phentsize, phnum = struct.unpack_from(end + "HH", data, 0x2A)
-    loads, dynamic, interp = [], None, None
+    loads: list[tuple[int, int, int]] = []
+    dynamic: tuple[int, int] | None = None
+    interp: str | None = None
     for i in range(phnum):
         off = phoff + i * phentsize
         if is64:
@@ -525,12 +1041,13 @@ def _elf_needs(path, struct):
         if vaddr <= strtab < vaddr + filesz:
             strtab = strtab - vaddr + offset
             break
+    base: int = strtab
 
-    def string(at):
-        return data[strtab + at : data.index(b"\0", strtab + at)].decode()
+    def string(at: int) -> str:
+        return data[base + at : data.index(b"\0", base + at)].decode()
 
     needed = [string(v) for t, v in entries if t == 1]
-    runpath = []
+    runpath: list[str] = []
     for t, v in entries:
         if t in (15, 29):  # DT_RPATH, DT_RUNPATH
             runpath += [p for p in string(v).split(":") if p]

@@ -45,6 +45,10 @@ class FakeAPI:
         self.calls: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
         self.enable_error: str | None = None
+        #: Errors of the next enable calls, in order (then enable_error).
+        self.enable_errors: list[str] = []
+        #: The daemon's log, and what an enable call writes into it.
+        self.log: tuple[Path, str] | None = None
         #: Plugins with volumes (networks, loggers): the daemon's reference count.
         self.in_use: set[str] = set()
         #: The ID the next created plugin gets.
@@ -161,6 +165,12 @@ class FakeAPI:
         plugin = self._get(name)
         if plugin["Enabled"]:
             raise self.error(500, f"plugin {name} is already enabled")
+        if self.log is not None:
+            path, text = self.log
+            with path.open("a") as f:
+                f.write(text)
+        if self.enable_errors:
+            raise self.error(500, self.enable_errors.pop(0))
         if self.enable_error:
             raise self.error(500, self.enable_error)
         plugin["Enabled"] = True
@@ -610,14 +620,17 @@ def test_an_enable_failure_shows_the_plugin_output(
 ) -> None:
     log = tmp_path / "dockerd.log"
     other = "9" * 64
-    log.write_text(
+    # Before this enable: another attempt's output, not shown.
+    log.write_text(f'time="2024-05-01T11:00:00Z" level=error msg="stale" plugin={PLUGIN_ID}\n')
+    client.api.log = (
+        log,
         f'time="2024-05-01T12:00:00Z" level=info msg="Loading containers: start."\n'
         f'time="2024-05-01T12:00:01Z" level=error msg="Traceback (most recent call last):"'
         f" plugin={PLUGIN_ID}\n"
         f'time="2024-05-01T12:00:01Z" level=error msg="  File \\"/opt/plugin/x.py\\", '
         f'line 1, in <module>" plugin={PLUGIN_ID}\n'
         f'time="2024-05-01T12:00:01Z" level=error msg="other plugin" plugin={other}\n'
-        f"time=2024-05-01T12:00:01Z level=error msg=ValueError:boom plugin={PLUGIN_ID}\n"
+        f"time=2024-05-01T12:00:01Z level=error msg=ValueError:boom plugin={PLUGIN_ID}\n",
     )
     monkeypatch.setenv("DPK_DOCKERD_LOG", str(log))
     client.api.add("acme/vol:latest")
@@ -643,7 +656,8 @@ def test_a_plugin_that_stops_at_start_leads_the_enable_error_with_its_reason(
     )
     line = f'time="2024-05-01T12:00:01Z" level=error msg="plugin: cannot start: {said}"'
     log = tmp_path / "dockerd.log"
-    log.write_text(f"{line} plugin={PLUGIN_ID}\n" * 2)
+    log.write_text("")
+    client.api.log = (log, f"{line} plugin={PLUGIN_ID}\n" * 2)
     monkeypatch.setenv("DPK_DOCKERD_LOG", str(log))
     client.api.add("acme/vol:latest")
     client.api.enable_error = "dial unix /run/docker/plugins/x/t.sock: connect: no such file"
@@ -653,6 +667,56 @@ def test_a_plugin_that_stops_at_start_leads_the_enable_error_with_its_reason(
         'enable acme/vol:latest: the plugin stopped at start: bad setting SIZE="16x": not a '
         "size; change it with docker plugin set acme/vol:latest SIZE=VALUE\n"
         "  (the daemon said: dial unix /run/docker/plugins/x/t.sock: connect: no such file)"
+    )
+
+
+def test_enable_waits_while_the_daemon_removes_the_last_failed_start(
+    engine: Engine, client: FakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """dockerd 20.10, right after an enable failed because the plugin exited:
+    "error creating containerd container: id already in use" for a moment."""
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(tmp_path / "none.log"))
+    client.api.add("acme/vol:latest")
+    in_use = "error creating containerd container: id already in use"
+    client.api.enable_errors = [in_use, in_use]
+    engine.enable("acme/vol")
+    assert [c[0] for c in client.api.calls].count("enable") == 3
+    assert client.api.plugins["acme/vol:latest"]["Enabled"] is True
+
+
+def test_enable_ends_when_the_daemon_enabled_the_plugin_itself(
+    engine: Engine, client: FakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The daemon re-runs enable when the last failed start's process exits.
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(tmp_path / "none.log"))
+    client.api.add("acme/vol:latest")
+    client.api.enable_errors = ["error creating containerd container: id already in use"]
+    real = client.api.inspect_plugin
+
+    def inspect(name: str) -> dict[str, Any]:
+        if [c[0] for c in client.api.calls].count("enable") == 1:
+            client.api.plugins[name]["Enabled"] = True
+        return real(name)
+
+    monkeypatch.setattr(client.api, "inspect_plugin", inspect)
+    engine.enable("acme/vol")
+    assert [c[0] for c in client.api.calls].count("enable") == 1
+
+
+def test_enable_gives_up_waiting_after_a_while(
+    engine: Engine, client: FakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import plugin.bundle._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "ENABLE_SETTLE", 0.3)
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(tmp_path / "none.log"))
+    client.api.add("acme/vol:latest")
+    client.api.enable_error = "error creating containerd container: id already in use"
+    with pytest.raises(EngineError) as exc:
+        engine.enable("acme/vol")
+    assert str(exc.value) == (
+        "enable acme/vol:latest: error creating containerd container: id already in use\n"
+        f"  the plugin's output is in the daemon's log: lines with plugin={PLUGIN_ID}"
     )
 
 

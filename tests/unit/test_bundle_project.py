@@ -155,7 +155,7 @@ def test_every_key_is_documented() -> None:
         "plugin.name", "plugin.drivers", "plugin.socket", "plugin.description",
         "plugin.documentation", "plugin.entrypoint", "build.requirements", "build.packages",
         "build.dockerfile", "build.config_template", "build.base_image",
-        "build.fallback_base_image", "build.python", "build.slim", "build.output",
+        "build.fallback_base_image", "build.python", "build.slim", "build.keep", "build.output",
         "init.kit_version", "init.type", "init.name",
     ]  # fmt: skip
     assert all(k.default and k.doc for k in KEYS)
@@ -211,13 +211,20 @@ def test_unknown_tables_and_keys(tmp_path: Path) -> None:
     )
     assert error(tmp_path, GOOD + "[build]\ncolour = 'x'\n") == (
         "unknown key build.colour (known: base_image, config_template, dockerfile, "
-        "fallback_base_image, output, packages, python, requirements, slim)"
+        "fallback_base_image, keep, output, packages, python, requirements, slim)"
     )
     assert error(tmp_path, GOOD + "[init]\ntype = 1\n") == "init.type must be a string"
     assert error(tmp_path, GOOD + "[build]\npackages = ['a.b']\n") == (
         "build.packages: 'a.b' must be a top-level package or module name (no dots, no paths)"
     )
     assert error(tmp_path, GOOD + "[build]\nslim = 'yes'\n") == "build.slim must be true or false"
+    assert error(tmp_path, GOOD + "[build]\nkeep = ['usr/share/zoneinfo']\n") == (
+        "build.keep: 'usr/share/zoneinfo' must be an absolute path in the image (glob patterns "
+        "allowed: *, ?, [...], ** for any depth)"
+    )
+    assert error(tmp_path, GOOD + "[build]\nkeep = '/etc/x'\n") == (
+        "build.keep must be a list of strings"
+    )
     assert error(tmp_path, "plugin = 'x'\n") == "plugin must be a table ([plugin])"
 
 

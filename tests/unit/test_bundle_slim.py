@@ -79,6 +79,9 @@ def test_probe_args_follow_the_config() -> None:
     assert args["socket"] == "/run/docker/plugins/lv.sock"
     assert args["dirs"] == ["/run/docker/plugins", "/data", "/mnt/volumes"]
     assert {"/data", "/mnt/volumes", "/proc", "/tmp"} <= set(args["skip"])
+    assert (args["distributions"], args["keep"], args["stdlib_zip"]) == ([], [], True)
+    more = probe_args(config, [LocalVolumes], ["plugin"], "trace", ["uvicorn", "anyio"], ["/x/*"])
+    assert (more["distributions"], more["keep"]) == (["anyio", "uvicorn"], ["/x/*"])
 
 
 def _report(modules: list[str], answers: list[Any], stderr: str = "") -> dict[str, Any]:
@@ -96,6 +99,24 @@ def test_compare_names_what_the_slim_rootfs_does_differently() -> None:
         compare(_report(["a"], ok), _report(["a"], failed))
     with pytest.raises(BuildError, match="ModuleNotFoundError: No module named 'x'"):
         compare(_report(["a"], ok), _report(["a"], ok, "ModuleNotFoundError: No module named 'x'"))
+
+
+def test_compare_names_the_modules_that_import_in_the_image_but_not_in_the_slim_rootfs() -> None:
+    ok = [["POST", "/VolumeDriver.Get", [200, "{}"]]]
+    traced = {**_report(["a"], ok), "importable": ["decimal", "json", "sqlite3"]}
+    checked = {
+        **_report(["a"], ok),
+        "importable": ["json"],
+        "not_importable": {"sqlite3": "ImportError: libsqlite3.so.0: cannot open shared object"},
+    }
+    with pytest.raises(BuildError) as exc:
+        compare(traced, checked)
+    assert str(exc.value) == (
+        "the slim rootfs does not run the plugin as the image does: 2 modules importable in "
+        "the image do not import from it: decimal (not tried), sqlite3 (ImportError: "
+        "libsqlite3.so.0: cannot open shared object)"
+    )
+    compare(traced, {**checked, "importable": ["decimal", "json", "sqlite3"]})
 
 
 def test_the_probes_elf_reader_finds_what_the_interpreter_links(tmp_path: Path) -> None:
@@ -133,3 +154,144 @@ def test_the_rootfs_is_exported_again_only_when_what_it_came_from_changes() -> N
     assert stamp != _export_stamp(other, "sha256:1", config)
     unslimmed = dataclasses.replace(project, slim=False)
     assert _export_stamp(unslimmed, "sha256:1", None) == {"image": "sha256:1", "slim": False}
+
+
+def _probe() -> dict[str, Any]:
+    return runpy.run_path(str(PROBE), run_name="dpk_probe_under_test")
+
+
+def _sections(data: bytes) -> list[str]:
+    """Section names of a 64-bit little-endian ELF file."""
+    import struct
+
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab = headers[shstrndx][4]
+    return [data[strtab + h[0] : data.index(b"\0", strtab + h[0])].decode() for h in headers]
+
+
+def test_debug_sections_are_stripped_and_the_module_still_loads(tmp_path: Path) -> None:
+    """httptools' wheel ships its parser with DWARF (1 MB of 1.1 MB)."""
+    import shutil
+    import struct
+    import subprocess
+
+    import httptools
+
+    copy = tmp_path / "httptools"
+    shutil.copytree(Path(httptools.__file__).parent, copy)
+    (parser,) = copy.glob("parser/parser.cpython-*.so")
+    data = parser.read_bytes()
+    assert ".debug_info" in _sections(data)  # what this test relies on
+    smaller = _probe()["_strip_debug"](data, struct)
+    assert smaller is not None and len(smaller) < len(data) // 3
+    names = _sections(smaller)
+    assert [n for n in _sections(data) if not n.startswith(".debug")] == names
+    assert ".symtab" in names  # symbols stay
+    assert smaller[64:160_000] == data[64:160_000]  # what is loaded stays, byte for byte
+    assert _probe()["_strip_debug"](smaller, struct) is None  # nothing left to strip
+    assert _probe()["_strip_debug"](b"#!/bin/sh\n", struct) is None
+    parser.write_bytes(smaller)
+    code = (
+        "import httptools\n"
+        "class P:\n"
+        "    def on_url(self, url): print(url.decode())\n"
+        "httptools.HttpRequestParser(P()).feed_data(b'GET /x HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')\n"
+        "print(httptools.__file__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert out == f"/x\n{copy / '__init__.py'}\n"
+
+
+PROBE_ON_THIS_HOST = """
+import json, sys, runpy
+probe = runpy.run_path(sys.argv[1], run_name="dpk_probe_under_test")
+args = json.loads(sys.argv[2])
+probe["ARGS"].update(args)
+import email.utils  # what "the plugin" loaded: a part of a package
+loaded = {}
+for name, m in list(sys.modules.items()):
+    spec = getattr(m, "__spec__", None)
+    origin = getattr(spec, "origin", None) or getattr(m, "__file__", None)
+    loaded[name] = [origin, getattr(spec, "cached", None), list(getattr(m, "__path__", None) or [])]
+installed, _ = probe["_distributions"]()
+sources = [probe["_stdlib"]()] + [f for files in installed.values() for f in files]
+candidates = probe["_candidates"]()
+everything = probe["_importable"](candidates, sources)
+needs = probe["_needs"](loaded, probe["_maps"](), [], everything)
+report = {"importable": everything["importable"]}
+report.update(needs)
+probe["_write_tar"](report, {}, needs)
+out = {"candidates": candidates, "everything": everything, "needs": needs, "report": report}
+out.update(zip=probe["_stdlib_zip_path"](), stdlib=probe["_stdlib"]())
+print(json.dumps(out))
+"""
+
+
+def test_the_probe_selects_every_importable_module_with_its_libraries(tmp_path: Path) -> None:
+    """The trace's selection, run on this host's interpreter: every module of
+    the standard library and of a declared distribution, zipped or as files;
+    the exclusions left out; extension modules with their libraries; keep."""
+    import subprocess
+    import tarfile
+    import zipfile
+
+    kept = tmp_path / "kept" / "data.txt"
+    kept.parent.mkdir()
+    kept.write_text("kept\n")
+    args = {
+        "tar": str(tmp_path / "slim.tar"),
+        "distributions": ["starlette", "no-such-distribution"],
+        "keep": [str(tmp_path / "kept" / "*.txt"), str(tmp_path / "nothing-*")],
+        "stdlib_zip": True,
+        "skip": ["/proc", "/sys", "/dev", "/run", "/tmp"],
+        "programs": [],
+        "extra": [],
+        "keep_dirs": [],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE_ON_THIS_HOST, str(PROBE), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    candidates, needs = out["candidates"], out["needs"]
+    importable = set(out["everything"]["importable"])
+    stdlib, zip_path = out["stdlib"], out["zip"]
+    # Every module, but for the test suites and what cannot matter.
+    assert {
+        "sqlite3",
+        "decimal",
+        "ctypes",
+        "zoneinfo",
+        "email.mime.text",
+        "json.tool",
+    } <= importable
+    assert {"starlette", "starlette.routing"} <= importable
+    assert not [c for c in candidates if c.split(".")[0] in ("test", "idlelib", "curses", "nis")]
+    assert not [c for c in candidates if ".test." in f".{c}." or c.startswith("_test")]
+    assert needs["missing_distributions"] == ["no-such-distribution"]
+    assert needs["keep_missing"] == [str(tmp_path / "nothing-*")]
+    # Pure Python into the zip, at the interpreter's own zip path.
+    assert zip_path.endswith(".zip")
+    zipped = {os.path.relpath(source, root) for root, source in needs["stdlib_zip"]}
+    assert {"json/__init__.py", "email/utils.py", "decimal.py", "starlette/routing.py"} <= zipped
+    with tarfile.open(args["tar"]) as tar:
+        names = set(tar.getnames())
+        member = tar.extractfile(zip_path.lstrip("/"))
+        assert member is not None
+        with zipfile.ZipFile(member) as z:
+            inside = set(z.namelist())
+    assert {"json/__init__.pyc", "email/utils.pyc", "starlette/routing.pyc"} <= inside
+    assert not [n for n in inside if n.endswith(".py")]  # no source was read at run time
+    # Extension modules as files, with the libraries they link.
+    dynload = os.path.join(stdlib, "lib-dynload").lstrip("/")
+    assert [n for n in names if n.startswith(f"{dynload}/_sqlite3.")]
+    assert [n for n in names if "/libsqlite3.so" in n]
+    assert not [n for n in names if f"{dynload}/_curses" in n or f"{dynload}/_testcapi" in n]
+    assert str(kept).lstrip("/") in names
