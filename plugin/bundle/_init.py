@@ -44,9 +44,10 @@ class PluginType:
     class_suffix: str
     #: The kit's base class, for the README: ``plugin.volume.VolumeDriver``.
     base: str
-    #: Why the project's rootfs is not slimmed, when it is not (plugin.toml
-    #: says so above ``slim = false``).
-    slim_off: str = ""
+    #: ``[build] keep`` of the project: what the slim rootfs keeps that no
+    #: import shows (programs the driver runs), and why, for plugin.toml.
+    keep: tuple[str, ...] = ()
+    keep_why: str = ""
 
 
 TYPES: dict[str, PluginType] = {
@@ -61,7 +62,16 @@ TYPES: dict[str, PluginType] = {
         "a network driver: docker network create -d NAME:TAG",
         "Networks",
         "plugin.network.NetworkDriver",
-        "the driver runs ip and iptables, which the slim step cannot see it use",
+        (
+            "/usr/sbin/ip",
+            "/usr/bin/ip",
+            "/usr/sbin/iptables-nft",
+            "/usr/sbin/iptables-legacy",
+            "/usr/sbin/xtables-nft-multi",
+            "/usr/sbin/xtables-legacy-multi",
+            "/usr/lib/*-linux-gnu/xtables",
+        ),
+        "the driver runs ip and iptables (host.py); iptables loads its extensions by name",
     ),
     "ipam": PluginType(
         "ipam",

@@ -86,7 +86,8 @@ def test_a_new_project_loads_and_its_tests_pass(
     project = load_project(root)
     assert project.name == "myvol:latest"
     assert project.socket == "myvol.sock"
-    assert project.slim is not bool(TYPES[kind].slim_off)
+    assert project.slim is True
+    assert project.keep == TYPES[kind].keep
     # The drivers load and declare what the daemon needs of their type.
     drivers = load_drivers(project)
     assert requirements(drivers).interface_types == (drivers[0].capability,)

@@ -169,7 +169,9 @@ class IpHost:
 
 def _pick_iptables() -> str:
     """``iptables-nft`` or ``iptables-legacy``: the one whose FORWARD chain
-    Docker uses (it holds a DOCKER-USER chain, or the DROP policy)."""
+    Docker uses (it holds a DOCKER-USER chain, or the DROP policy); else
+    ``iptables-nft``, Debian's default (the rootfs keeps these two programs,
+    not the ``iptables`` of Debian's alternatives)."""
     for candidate in ("iptables-nft", "iptables-legacy"):
         try:
             proc = subprocess.run(
@@ -181,7 +183,7 @@ def _pick_iptables() -> str:
             "-N DOCKER-USER" in proc.stdout or "-P FORWARD DROP" in proc.stdout
         ):
             return candidate
-    return "iptables"
+    return "iptables-nft"
 
 
 def _mtu(mtu: int | None) -> str:
