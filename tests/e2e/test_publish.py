@@ -3,7 +3,8 @@ local registry (both architectures built, four tags pushed); the arm64
 plugin's interpreter answering under emulation; three tags of two
 architectures pushed in one command, the amd64 tag installed by name with
 settings and used, the arm64 tag refused; registry credentials from a Docker
-config; a registry that refuses the plugin media type.
+config; a registry that refuses the plugin media type; a daemon that dies in
+the middle of a push, named.
 
 Every push goes through the session's private push daemon (DOCKER_HOST, as
 a user would point the kit at a daemon), never the shared daemon: dockerd
@@ -551,3 +552,72 @@ def test_a_registry_refusing_the_plugin_media_type_is_named(
         server.shutdown()
         server.server_close()
         push_daemon.docker("plugin", "rm", "-f", f"{repo}:2.0", check=False)
+
+
+class _StallingRegistry(_RefusingRegistry):
+    """Takes the push up to the first blob's upload, and holds that until
+    the test lets it go: the daemon is in the middle of the push."""
+
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def _hold(self) -> None:
+        type(self).stalled.set()
+        type(self).release.wait(120)
+        self.close_connection = True  # its client is gone: no answer
+
+    def do_PATCH(self) -> None:
+        self._hold()
+
+    def do_PUT(self) -> None:
+        self._hold()
+
+
+def test_a_daemon_that_dies_mid_push_is_named(bundle: BuiltBundle, certs: Certs) -> None:
+    """What the user sees when dockerd dies in the middle of a push (as when
+    containerd's pusher panics): a daemon of this test's own, killed while
+    the registry holds the upload; and what a test sees (assert_alive)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StallingRegistry)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server.cert, certs.server.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"localhost:{server.server_address[1]}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol:1.0"
+    daemon = PrivateDaemon()
+
+    def kill() -> None:
+        if _StallingRegistry.stalled.wait(120) and daemon.dockerd is not None:
+            daemon.dockerd.kill()
+
+    try:
+        daemon.start()
+        threading.Thread(target=kill, daemon=True).start()
+        out = io.StringIO()
+        with daemon.as_docker_host("pushing"):
+            argv = ["--name", name.rsplit(":", 1)[0], "push", "--bundle", str(bundle.path), "1.0"]
+            code = main(argv, out=out)
+        assert _StallingRegistry.stalled.is_set()
+        assert (code, out.getvalue().splitlines()[-2:]) == (
+            1,
+            [
+                f"error: the Docker daemon stopped while pushing {name} (dockerd 20.10 can crash "
+                'in containerd\'s pusher: look for "panic" in its log); start it again and push '
+                "again: blobs already in the registry are not sent again",
+                f"  {name}, created for this push, is still on the daemon: remove it first "
+                f"(docker plugin rm {name})",
+            ],
+        )
+        with pytest.raises(AssertionError) as failed:
+            daemon.assert_alive("pushing")
+        assert str(failed.value).startswith(
+            f"the private dockerd exited -9 while pushing; its log ({daemon.log_file}):\n"
+        )
+        # Started again, it has the plugin, as the error says.
+        daemon.start()
+        found = daemon.docker("plugin", "inspect", "-f", "{{.Name}}", name).stdout.strip()
+        assert found == name
+    finally:
+        _StallingRegistry.release.set()
+        server.shutdown()
+        server.server_close()
+        daemon.shutdown()
