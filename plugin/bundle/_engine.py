@@ -61,6 +61,13 @@ class Engine:
     def api(self) -> Any:
         return self.client.api
 
+    def answers(self, timeout: float = 10) -> bool:
+        """Whether the daemon answers a ping now."""
+        try:
+            return bool(self.api.ping(timeout=timeout))
+        except Exception:
+            return False
+
     def inspect(self, name: str) -> dict[str, Any] | None:
         """The plugin's inspect document, or None if there is no such plugin."""
         return self._exists(normalize_name(name))
@@ -179,7 +186,7 @@ class Engine:
             return info
         self.check_platform(name, info)
         self.ensure_mount_sources(info)
-        since = _daemon_log_size()
+        since = daemon_log_size()
         deadline = time.monotonic() + ENABLE_SETTLE
         while True:
             try:
@@ -536,32 +543,45 @@ def _log_message(line: str) -> str:
         return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
-def _daemon_log() -> str:
+def daemon_log() -> str:
+    """The daemon's log file, when it writes one here: scripts/engine's
+    /var/log/dpk-dockerd.log, or the file DPK_DOCKERD_LOG names."""
     return os.environ.get("DPK_DOCKERD_LOG", "/var/log/dpk-dockerd.log")
 
 
-def _daemon_log_size() -> int:
+def daemon_log_size() -> int:
     try:
-        return os.stat(_daemon_log()).st_size
+        return os.stat(daemon_log()).st_size
     except OSError:
         return 0
+
+
+def _daemon_log_tail(since: int) -> list[str]:
+    """The daemon log's lines from byte ``since`` on (its last megabyte at
+    most); none when there is no readable log here."""
+    try:
+        with open(daemon_log(), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            if since > end:
+                since = 0  # the log was rotated or truncated
+            f.seek(max(since, end - 1_000_000))
+            return f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def daemon_log_panic(since: int) -> str | None:
+    """The first ``panic: ...`` line the daemon wrote from byte ``since`` on
+    (a Go runtime panic: the daemon died of it)."""
+    return next((line for line in _daemon_log_tail(since) if line.startswith("panic: ")), None)
 
 
 def _daemon_log_lines(plugin_id: str, limit: int = 8, since: int = 0) -> list[str]:
     """The plugin's last lines in the daemon's log (from byte ``since`` on),
     when the log is a readable file here (scripts/engine writes it to
     /var/log/dpk-dockerd.log; the DPK_DOCKERD_LOG variable names another)."""
-    try:
-        with open(_daemon_log(), "rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            if since > end:
-                since = 0  # the log was rotated or truncated
-            f.seek(max(since, end - 1_000_000))
-            tail = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    mine = [line for line in tail if f"plugin={plugin_id}" in line]
+    mine = [line for line in _daemon_log_tail(since) if f"plugin={plugin_id}" in line]
     return [_log_message(line) for line in mine[-limit:]]
 
 

@@ -3,6 +3,11 @@
 The daemon streams progress for these calls and reports failures inside the
 stream, after an HTTP 200, so every item is scanned for an error.
 
+dockerd 20.10 (containerd 1.6's pusher) can crash in the middle of a push
+("panic: send on closed channel"): the stream then breaks off. When the
+daemon no longer answers after that, the error says so and what to do
+(``DaemonStopped``) instead of the broken connection's words.
+
 A registry's refusal of a push says little: it names neither what it
 refused nor why. The error says where the credentials came from (the
 user's Docker config: ``docker login``) and, when the registry refused the
@@ -14,14 +19,15 @@ media type ``application/vnd.docker.plugin.v1+json`` and its token scope is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._config import read_config
-from ._engine import REF_FILE, Engine
-from ._errors import BundleError, EngineError, engine_errors
+from ._engine import REF_FILE, Engine, daemon_log, daemon_log_panic, daemon_log_size
+from ._errors import BundleError, EngineError, engine_errors, reason
 from ._platform import (
     DEFAULT_TAG_ARCH,
     arch_output,
@@ -35,6 +41,7 @@ from ._project import normalize_name
 
 __all__ = [
     "PLUGIN_MEDIA_TYPE",
+    "DaemonStopped",
     "Pushed",
     "format_privileges",
     "install",
@@ -59,6 +66,58 @@ _REFUSED_ACCESS = re.compile(
 #: Over plain HTTP, dockerd retries a failed push there but reports the
 #: error of its first, HTTPS, attempt.
 _PLAIN_HTTP = re.compile(r"HTTP response to HTTPS client|does not look like a TLS handshake")
+
+
+class DaemonStopped(EngineError):
+    """The daemon stopped answering in the middle of a push."""
+
+
+def _stopped_message(name: str, since: int) -> str:
+    message = (
+        f"the Docker daemon stopped while pushing {name} (dockerd 20.10 can crash in "
+        'containerd\'s pusher: look for "panic" in its log); start it again and push again: '
+        "blobs already in the registry are not sent again"
+    )
+    panic = daemon_log_panic(since)
+    if panic:
+        message += f"\n  its log ({daemon_log()}) says: {panic}"
+    return message
+
+
+@contextmanager
+def _daemon_watched(engine: Engine, name: str) -> Iterator[None]:
+    """A connection that breaks off in the middle of the push: DaemonStopped
+    when the daemon no longer answers, else an EngineError with the break's
+    own words. docker-py lets a stream broken mid-read through as urllib3's
+    ProtocolError, and a request the daemon never answered as requests'
+    ConnectionError."""
+    import requests.exceptions
+    import urllib3.exceptions
+
+    since = daemon_log_size()
+    try:
+        yield
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+    ) as exc:
+        if not engine.answers():
+            raise DaemonStopped(_stopped_message(name, since)) from None
+        raise EngineError(
+            f"push {name}: the connection to the Docker daemon broke ({_broken(exc)}); if the "
+            "daemon restarted meanwhile (dockerd 20.10 can crash in containerd's pusher: look "
+            'for "panic" in its log), push again: blobs already in the registry are not sent '
+            "again"
+        ) from None
+
+
+def _broken(exc: BaseException) -> str:
+    """The words of a broken connection, without the exceptions wrapped
+    around them: "Connection broken: IncompleteRead(0 bytes read)"."""
+    while exc.args and isinstance(exc.args[0], BaseException):
+        exc = exc.args[0]
+    return exc.args[0] if exc.args and isinstance(exc.args[0], str) else reason(exc)
 
 
 def _registry_of(reference: str) -> str:
@@ -142,10 +201,12 @@ def push(engine: Engine, name: str, *, platform: str | None = None) -> tuple[str
     headers = _auth_headers(api, name)
     progress = _Progress()
     try:
-        with engine_errors(f"push {name}"):
+        with engine_errors(f"push {name}"), _daemon_watched(engine, name):
             res = api._post(api._url("/plugins/{0}/push", name), headers=headers, stream=True)
             api._raise_for_status(res)
             _drain(f"push {name}", api._stream_helper(res, decode=True), engine, progress)
+    except DaemonStopped:
+        raise
     except EngineError as exc:
         raise EngineError(str(exc) + _push_hint(str(exc), name, bool(headers))) from None
     # The stream gives the layers' sizes only if a push lasts long enough
@@ -300,8 +361,17 @@ def publish(
         engine.create(item.name, item.bundle)
         try:
             digest, size = push(engine, item.name)
-        finally:
+        except DaemonStopped as exc:
+            # Nothing can be removed now; the plugin is still there when the
+            # daemon is back, and the next push of this tag would refuse it.
+            raise DaemonStopped(
+                f"{exc}\n  {item.name}, created for this push, is still on the daemon: "
+                f"remove it first (docker plugin rm {item.name})"
+            ) from None
+        except BaseException:
             engine.remove(item.name, force=True)
+            raise
+        engine.remove(item.name, force=True)
         engine.report(f"pushed {item.name}: {digest}, {size / 1e6:.1f} MB of layers")
         done.append(Pushed(item.name, item.platform, item.bundle, digest, size))
     return done

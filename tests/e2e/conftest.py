@@ -30,7 +30,12 @@ from typing import Any
 
 import pytest
 
-from .private_daemon import PrivateDaemon, private_daemon  # noqa: F401 (a session fixture)
+from .private_daemon import (  # noqa: F401 (fixtures)
+    PrivateDaemon,
+    private_daemon,
+    push_daemon,
+    push_daemon_session,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "docker-plugin-kit/busybox:latest"
@@ -297,19 +302,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = getattr(item, "module", None)
         if item.path.is_relative_to(E2E) and not getattr(module, "INDEPENDENT_TESTS", False):
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
-#: Pushes take turns across sessions: dockerd 20.10 has died of a panic in
-#: containerd's pusher ("send on closed channel") with pushes running side by
-#: side, taking every session's tests down with it.
-PUSH_LOCK = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".push")
-
-
-@contextlib.contextmanager
-def one_push_at_a_time() -> Iterator[None]:
-    """Hold around anything that makes the shared daemon push a plugin."""
-    with _flocked(PUSH_LOCK):
-        yield
 
 
 def _enabled_plugins() -> set[str]:

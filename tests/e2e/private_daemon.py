@@ -14,6 +14,15 @@ everything it made.
 
 Optionally it also listens on TCP with mutual TLS, with a CA and client
 certificates made on the fly, for tests of TLS users.
+
+Every test that makes a daemon push a plugin pushes through one of these
+(``push_daemon``): dockerd 20.10 can die of a panic in containerd 1.6's
+pusher ("send on closed channel", fixed only in containerd 1.7), and the
+shared daemon dying fails every test running at the time. A push daemon
+needs no configuration for the tests' registries: those on 127.0.0.1 are
+insecure registries by default (HTTP, or TLS with any certificate). A test
+whose push daemon died fails saying so, with the log's panic
+(``assert_alive``, ``as_docker_host``); the next test gets it started again.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,6 +81,8 @@ class PrivateDaemon:
     containerd: subprocess.Popen[bytes] | None = None
     tls_port: int | None = None
     _listening: int = 0
+    #: Where the log of the dockerd started last begins.
+    _log_start: int = 0
 
     def __post_init__(self) -> None:
         # Short paths under /run: unix socket paths are limited to 108 bytes.
@@ -141,7 +153,9 @@ class PrivateDaemon:
                 f"--tlscert={certs / 'server.pem'}",
                 f"--tlskey={certs / 'server-key.pem'}",
             ]
-        self._listening = self.log_text().count(_LISTENING)
+        text = self.log_text()
+        self._listening = text.count(_LISTENING)
+        self._log_start = len(text)
         with open(self.log_file, "ab") as log:
             self.dockerd = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -179,6 +193,61 @@ class PrivateDaemon:
                     f"the private dockerd did not answer within {timeout:g} s:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
+
+    def assert_alive(self, doing: str) -> None:
+        """Fail, naming it, if this daemon died (or stopped answering)
+        while ``doing``: its exit status and what its log says (from the
+        ``panic:`` line on, when it panicked), not the client's broken
+        connection."""
+        proc = self.dockerd
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if self.request("GET", "/_ping", timeout=10).status == 200:
+                    return
+            # Dying: its socket is closed before it has exited.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        status = proc.poll()
+        lines = self.log_text()[self._log_start :].splitlines()
+        panic = next((i for i, line in enumerate(lines) if line.startswith("panic: ")), None)
+        if panic is not None:
+            what = "panicked (dockerd 20.10: containerd's pusher?)"
+            shown = lines[panic : panic + 20]
+        else:
+            shown = lines[-30:]
+            what = "stopped answering" if status is None else f"exited {status}"
+        raise AssertionError(
+            f"the private dockerd {what} while {doing}; its log ({self.log_file}):\n"
+            + "\n".join(shown)
+        )
+
+    @contextlib.contextmanager
+    def as_docker_host(self, doing: str) -> Iterator[None]:
+        """DOCKER_HOST names this daemon in the block (and DPK_DOCKERD_LOG
+        its log, which the kit reads): the kit and the docker CLI use it as
+        a user's would. An error in the block while this daemon is dead
+        fails as ``assert_alive`` says."""
+        saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", "DPK_DOCKERD_LOG")}
+        os.environ["DOCKER_HOST"] = self.host
+        os.environ["DPK_DOCKERD_LOG"] = str(self.log_file)
+        try:
+            yield
+        except Exception:
+            self.assert_alive(doing)
+            raise
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def ensure_up(self) -> None:
+        """Start it again if it died (in a test before, which failed saying so)."""
+        if self.dockerd is None or self.dockerd.poll() is not None:
+            self.start()
 
     def stop(self, timeout: float = 60) -> int | None:
         """Stop dockerd (SIGTERM, as systemd does); its exit status."""
@@ -457,3 +526,26 @@ def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
             yield daemon
         finally:
             daemon.shutdown()
+
+
+@pytest.fixture(scope="session")
+def push_daemon_session(engine_ready: None) -> Iterator[PrivateDaemon]:
+    """The private dockerd that the session's pushes go through (see the
+    module's docstring); no images, no TLS: it only creates and pushes
+    plugins."""
+    daemon = PrivateDaemon()
+    with stopped_cleanly():
+        try:
+            began = time.monotonic()
+            daemon.start()
+            sys.stderr.write(f"push daemon started in {time.monotonic() - began:.2f} s\n")
+            yield daemon
+        finally:
+            daemon.shutdown()
+
+
+@pytest.fixture
+def push_daemon(push_daemon_session: PrivateDaemon) -> PrivateDaemon:
+    """The session's push daemon, up (started again if a test before killed it)."""
+    push_daemon_session.ensure_up()
+    return push_daemon_session

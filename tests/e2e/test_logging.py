@@ -33,9 +33,9 @@ from .conftest import (
     built_bundle,
     copy_rootfs,
     docker,
-    one_push_at_a_time,
     wait_for,
 )
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -375,11 +375,13 @@ def test_the_plugin_killed_mid_stream_keeps_what_it_was_handed(filelog: Instance
 REGISTRY = "localhost:5000"
 
 
-def test_upgrade_keeps_the_logs_and_docker_logs_works(filelog_bundle: Path) -> None:
+def test_upgrade_keeps_the_logs_and_docker_logs_works(
+    filelog_bundle: Path, push_daemon: PrivateDaemon
+) -> None:
     """Disable is not refused as "in use" once the containers stopped (even
     after docker logs made the daemon start a logger for them), and after an
     upgrade docker logs reads what the old version stored, without a daemon
-    restart."""
+    restart. The two versions are pushed through the push daemon."""
     from plugin.bundle._engine import Engine
     from plugin.bundle._registry import install, push, upgrade
 
@@ -401,11 +403,12 @@ def test_upgrade_keeps_the_logs_and_docker_logs_works(filelog_bundle: Path) -> N
         return name
 
     try:
-        for ref in (v1, v2):
-            engine.create(ref, filelog_bundle)
-            with one_push_at_a_time():
-                push(engine, ref)
-            engine.remove(ref, force=True)
+        with push_daemon.as_docker_host("pushing"):
+            pusher = Engine(report=lambda line: None)
+            for ref in (v1, v2):
+                pusher.create(ref, filelog_bundle)
+                push(pusher, ref)
+                pusher.remove(ref, force=True)
         install(engine, v1, grant=True, settings=[f"logs.source={data}"])
         old = run(TEST_IMAGE, "seq", "1", "100")
         assert logs(old)[0] == [str(i) for i in range(1, 101)]
@@ -422,6 +425,7 @@ def test_upgrade_keeps_the_logs_and_docker_logs_works(filelog_bundle: Path) -> N
             docker("rm", "-f", name, check=False)
         for ref in (v1, v2):
             docker("plugin", "rm", "-f", ref, check=False)
+            push_daemon.docker("plugin", "rm", "-f", ref, check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -3,7 +3,13 @@ local registry (both architectures built, four tags pushed); the arm64
 plugin's interpreter answering under emulation; three tags of two
 architectures pushed in one command, the amd64 tag installed by name with
 settings and used, the arm64 tag refused; registry credentials from a Docker
-config; a registry that refuses the plugin media type."""
+config; a registry that refuses the plugin media type; a daemon that dies in
+the middle of a push, named.
+
+Every push goes through the session's private push daemon (DOCKER_HOST, as
+a user would point the kit at a daemon), never the shared daemon: dockerd
+20.10 can die of a panic in containerd's pusher (see private_daemon.py).
+Installs pull on the shared daemon."""
 
 from __future__ import annotations
 
@@ -37,18 +43,23 @@ import pytest
 from plugin.bundle.__main__ import main
 from tests.certs import Certs, make_certs
 
-from .conftest import ROOT, TEST_IMAGE, BuiltBundle, docker, one_push_at_a_time, wait_for
+from .conftest import ROOT, TEST_IMAGE, BuiltBundle, docker, wait_for
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 REGISTRY = "localhost:5000"
 
 
-def cli(*argv: str) -> tuple[int, list[str]]:
-    """``docker-plugin-kit ARGV``: exit status and output lines (a push takes
-    its turn with the other sessions' pushes)."""
+def cli(*argv: str, on: PrivateDaemon | None = None) -> tuple[int, list[str]]:
+    """``docker-plugin-kit ARGV``: exit status and output lines; ``on`` a
+    private daemon (DOCKER_HOST), else the shared one. A failure while the
+    private daemon is dead fails as that (its log's panic)."""
+    assert on is not None or "push" not in argv, "pushes go through the push daemon"
     out = io.StringIO()
-    with one_push_at_a_time() if "push" in argv else contextlib.nullcontext():
+    with on.as_docker_host(" ".join(argv)) if on else contextlib.nullcontext():
         code = main(list(argv), out=out)
+    if on is not None and code != 0:
+        on.assert_alive(" ".join(argv))
     return code, out.getvalue().splitlines()
 
 
@@ -91,14 +102,19 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+def published(
+    engine_ready: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    push_daemon_session: PrivateDaemon,
+) -> Iterator[Published]:
     """The steps of a project's publish workflow (.github/workflows/publish.yml)
     run as GitHub would run them on the tag v1.0, against the local registry.
     The actions stand in as: checkout = the project copy is the working
     directory; setup-python = this Python; setup-qemu-action = the builder
     registers the emulator itself. The kit is on no index here: its install
     step is checked by the unit tests, and a ``docker-plugin-kit`` on PATH
-    that runs this checkout's stands in for it."""
+    that runs this checkout's stands in for it. The build uses the shared
+    daemon (its base images); the steps after it the push daemon."""
     from tests.unit.test_publish_workflow import (
         PUBLISH_STEPS,
         load_workflow,
@@ -130,25 +146,30 @@ def published(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> I
     secrets = {"REGISTRY_USER": "ci", "REGISTRY_TOKEN": "not-needed-here"}
     seconds: dict[str, float] = {}
     tags = ["1.0-amd64", "1.0-arm64", "1.0", "latest"]
+    pusher = push_daemon_session
+    pusher.ensure_up()
+    on_pusher = {"DOCKER_HOST": pusher.host, "DPK_DOCKERD_LOG": str(pusher.log_file)}
     try:
         for step in job["steps"]:
             if "uses" in step or step["name"] == "install the kit":
                 continue
             step_env = {k: secrets.get(k, v) for k, v in (step.get("env") or {}).items()}
+            if step["name"] != "build every architecture":
+                step_env.update(on_pusher)
             start = time.monotonic()
-            pushing = one_push_at_a_time() if "push" in step["run"] else contextlib.nullcontext()
-            with pushing:
-                done = subprocess.run(
-                    ["bash", "-e", "-c", step["run"]], cwd=project, env={**env, **step_env},
-                    capture_output=True, text=True, timeout=900,
-                )  # fmt: skip
+            done = subprocess.run(
+                ["bash", "-e", "-c", step["run"]], cwd=project, env={**env, **step_env},
+                capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
             seconds[step["name"]] = time.monotonic() - start
+            if done.returncode != 0 and "DOCKER_HOST" in step_env:
+                pusher.assert_alive(f"the step {step['name']!r}")
             assert done.returncode == 0, f"{step['name']}:\n{done.stdout}\n{done.stderr}"
         docker_config = json.loads((work / "docker" / "config.json").read_text())
         yield Published(project, repo, tags, seconds, docker_config)
     finally:
         for tag in tags:
-            docker("plugin", "rm", "-f", f"{repo}:{tag}", check=False)
+            pusher.docker("plugin", "rm", "-f", f"{repo}:{tag}", check=False)
         shutil.rmtree(project, ignore_errors=True)
 
 
@@ -183,7 +204,9 @@ def post(path: str, target: str, body: bytes = b"") -> tuple[int, Any]:
 # --- the workflow --------------------------------------------------------------------------
 
 
-def test_the_publish_workflow_runs_here_against_the_local_registry(published: Published) -> None:
+def test_the_publish_workflow_runs_here_against_the_local_registry(
+    published: Published, push_daemon: PrivateDaemon
+) -> None:
     path = published.repo.split("/", 1)[1]
     assert sorted(registry_json(f"{path}/tags/list")["tags"]) == sorted(published.tags)
     platforms = {}
@@ -200,7 +223,7 @@ def test_the_publish_workflow_runs_here_against_the_local_registry(published: Pu
         "1.0": "linux/amd64",
         "latest": "linux/amd64",
     }
-    left = docker("plugin", "ls", "--format", "{{.Name}}").stdout.split()
+    left = push_daemon.docker("plugin", "ls", "--format", "{{.Name}}").stdout.split()
     assert [n for n in left if n.startswith(published.repo)] == []
     # The login step wrote the credentials where the push took them from.
     assert list(published.docker_config["auths"]) == [REGISTRY]
@@ -257,7 +280,7 @@ def test_the_arm64_plugin_answers_activate_under_emulation(published: Published)
 
 
 def test_push_three_tags_of_two_architectures_install_use_and_refuse(
-    published: Published,
+    published: Published, push_daemon: PrivateDaemon
 ) -> None:
     repo = f"{REGISTRY}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol"
     path = repo.split("/", 1)[1]
@@ -268,7 +291,7 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
     try:
         code, lines = cli(
             "--name", repo, "push", "--bundle", str(published.bundle("amd64")),
-            "--bundle", str(published.bundle("arm64")), *tags,
+            "--bundle", str(published.bundle("arm64")), *tags, on=push_daemon,
         )  # fmt: skip
         assert code == 0, "\n".join(lines)
         summary = [line.split("\t") for line in lines if line.startswith(repo)]
@@ -277,8 +300,8 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
             (arm64, "linux/arm64"),
             (f"{repo}:latest", "linux/amd64"),
         ]
-        # Nothing of them is left here: each was created, pushed and removed.
-        left = docker("plugin", "ls", "--format", "{{.Name}}").stdout.split()
+        # Nothing of them is left there: each was created, pushed and removed.
+        left = push_daemon.docker("plugin", "ls", "--format", "{{.Name}}").stdout.split()
         assert [n for n in left if n.startswith(repo)] == []
 
         assert sorted(registry_json(f"{path}/tags/list")["tags"]) == sorted(tags)
@@ -295,7 +318,8 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
             assert recorded == [platform], name
             assert digest.startswith("sha256:")
 
-        # Installed by name on this (amd64) host, with this host's setting, and used.
+        # Installed by name on this (amd64) host's shared daemon, with this host's
+        # setting, and used.
         code, lines = cli("install", "--grant-all-permissions", amd64, f"data.source={data}")
         assert code == 0, "\n".join(lines)
         assert lines[-2] == f"    {amd64} installed and enabled"
@@ -330,6 +354,7 @@ def test_push_three_tags_of_two_architectures_install_use_and_refuse(
         docker("volume", "rm", "-f", volume, check=False)
         for tag in tags:
             docker("plugin", "rm", "-f", f"{repo}:{tag}", check=False)
+            push_daemon.docker("plugin", "rm", "-f", f"{repo}:{tag}", check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -397,7 +422,11 @@ def auth_registry(tmp_path: Path, certs: Certs) -> Iterator[str]:
 
 
 def test_push_credentials_come_from_the_users_docker_config(
-    bundle: BuiltBundle, auth_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bundle: BuiltBundle,
+    auth_registry: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    push_daemon: PrivateDaemon,
 ) -> None:
     repo = f"{auth_registry}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol"
     config = tmp_path / "docker"
@@ -405,7 +434,9 @@ def test_push_credentials_come_from_the_users_docker_config(
     (config / "config.json").write_text(json.dumps({"auths": {}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     try:
-        code, lines = cli("--name", repo, "push", "--bundle", str(bundle.path), "1.0-amd64")
+        code, lines = cli(
+            "--name", repo, "push", "--bundle", str(bundle.path), "1.0-amd64", on=push_daemon
+        )  # fmt: skip
         assert code == 1
         assert lines[-2:] == [
             f"error: push {repo}:1.0-amd64: error pushing plugin: unexpected status: 401 "
@@ -421,11 +452,13 @@ def test_push_credentials_come_from_the_users_docker_config(
         )  # fmt: skip
         assert login.returncode == 0, login.stderr
         assert auth_registry in json.loads((config / "config.json").read_text())["auths"]
-        code, lines = cli("--name", repo, "push", "--bundle", str(bundle.path), "1.0-amd64")
+        code, lines = cli(
+            "--name", repo, "push", "--bundle", str(bundle.path), "1.0-amd64", on=push_daemon
+        )  # fmt: skip
         assert code == 0, "\n".join(lines)
         assert lines[-1].startswith(f"{repo}:1.0-amd64\tlinux/amd64\tsha256:")
     finally:
-        docker("plugin", "rm", "-f", f"{repo}:1.0-amd64", check=False)
+        push_daemon.docker("plugin", "rm", "-f", f"{repo}:1.0-amd64", check=False)
 
 
 class _RefusingRegistry(BaseHTTPRequestHandler):
@@ -492,7 +525,7 @@ class _RefusingRegistry(BaseHTTPRequestHandler):
 
 
 def test_a_registry_refusing_the_plugin_media_type_is_named(
-    bundle: BuiltBundle, certs: Certs
+    bundle: BuiltBundle, certs: Certs, push_daemon: PrivateDaemon
 ) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingRegistry)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -502,7 +535,9 @@ def test_a_registry_refusing_the_plugin_media_type_is_named(
     thread.start()
     repo = f"localhost:{server.server_address[1]}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol"
     try:
-        code, lines = cli("--name", repo, "push", "--bundle", str(bundle.path), "2.0")
+        code, lines = cli(
+            "--name", repo, "push", "--bundle", str(bundle.path), "2.0", on=push_daemon
+        )  # fmt: skip
         assert code == 1
         manifest_digest = _RefusingRegistry.refused[-1]
         assert lines[-2:] == [
@@ -512,8 +547,77 @@ def test_a_registry_refusing_the_plugin_media_type_is_named(
             "media type application/vnd.docker.plugin.v1+json (not an image's), which some "
             "registries do not accept",
         ]
-        assert docker("plugin", "inspect", f"{repo}:2.0", check=False).returncode != 0
+        assert push_daemon.docker("plugin", "inspect", f"{repo}:2.0", check=False).returncode
     finally:
         server.shutdown()
         server.server_close()
-        docker("plugin", "rm", "-f", f"{repo}:2.0", check=False)
+        push_daemon.docker("plugin", "rm", "-f", f"{repo}:2.0", check=False)
+
+
+class _StallingRegistry(_RefusingRegistry):
+    """Takes the push up to the first blob's upload, and holds that until
+    the test lets it go: the daemon is in the middle of the push."""
+
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def _hold(self) -> None:
+        type(self).stalled.set()
+        type(self).release.wait(120)
+        self.close_connection = True  # its client is gone: no answer
+
+    def do_PATCH(self) -> None:
+        self._hold()
+
+    def do_PUT(self) -> None:
+        self._hold()
+
+
+def test_a_daemon_that_dies_mid_push_is_named(bundle: BuiltBundle, certs: Certs) -> None:
+    """What the user sees when dockerd dies in the middle of a push (as when
+    containerd's pusher panics): a daemon of this test's own, killed while
+    the registry holds the upload; and what a test sees (assert_alive)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StallingRegistry)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server.cert, certs.server.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"localhost:{server.server_address[1]}/dpk-e2e-{uuid.uuid4().hex[:8]}/localvol:1.0"
+    daemon = PrivateDaemon()
+
+    def kill() -> None:
+        if _StallingRegistry.stalled.wait(120) and daemon.dockerd is not None:
+            daemon.dockerd.kill()
+
+    try:
+        daemon.start()
+        threading.Thread(target=kill, daemon=True).start()
+        out = io.StringIO()
+        with daemon.as_docker_host("pushing"):
+            argv = ["--name", name.rsplit(":", 1)[0], "push", "--bundle", str(bundle.path), "1.0"]
+            code = main(argv, out=out)
+        assert _StallingRegistry.stalled.is_set()
+        assert (code, out.getvalue().splitlines()[-2:]) == (
+            1,
+            [
+                f"error: the Docker daemon stopped while pushing {name} (dockerd 20.10 can crash "
+                'in containerd\'s pusher: look for "panic" in its log); start it again and push '
+                "again: blobs already in the registry are not sent again",
+                f"  {name}, created for this push, is still on the daemon: remove it first "
+                f"(docker plugin rm {name})",
+            ],
+        )
+        with pytest.raises(AssertionError) as failed:
+            daemon.assert_alive("pushing")
+        assert str(failed.value).startswith(
+            f"the private dockerd exited -9 while pushing; its log ({daemon.log_file}):\n"
+        )
+        # Started again, it has the plugin, as the error says.
+        daemon.start()
+        found = daemon.docker("plugin", "inspect", "-f", "{{.Name}}", name).stdout.strip()
+        assert found == name
+    finally:
+        _StallingRegistry.release.set()
+        server.shutdown()
+        server.server_close()
+        daemon.shutdown()

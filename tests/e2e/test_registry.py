@@ -1,5 +1,8 @@
 """Publishing through a registry: push, install and upgrade on the real daemon,
-against the local registry scripts/setup starts on localhost:5000."""
+against the local registry scripts/setup starts on localhost:5000. The
+pushes go through a private daemon of the session's (DOCKER_HOST), never the
+shared one (see private_daemon.py); install and upgrade pull on the shared
+daemon."""
 
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from plugin.bundle import EngineError
 from plugin.bundle._engine import Engine
 from plugin.bundle._registry import install, push, upgrade
 
-from .conftest import TEST_IMAGE, BuiltBundle, docker, one_push_at_a_time
+from .conftest import TEST_IMAGE, BuiltBundle, docker
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 REGISTRY = "localhost:5000"
 
 
 @pytest.fixture
-def repo(bundle: BuiltBundle) -> Iterator[str]:
+def repo(bundle: BuiltBundle, push_daemon: PrivateDaemon) -> Iterator[str]:
     try:
         urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5)
     except OSError as exc:
@@ -32,10 +36,11 @@ def repo(bundle: BuiltBundle) -> Iterator[str]:
     yield name
     for tag in ("1", "2"):
         docker("plugin", "rm", "-f", f"{name}:{tag}", check=False)
+        push_daemon.docker("plugin", "rm", "-f", f"{name}:{tag}", check=False)
 
 
 def test_push_install_upgrade_keep_volumes_and_host_settings(
-    bundle: BuiltBundle, repo: str
+    bundle: BuiltBundle, repo: str, push_daemon: PrivateDaemon
 ) -> None:
     lines: list[str] = []
     engine = Engine(report=lines.append)
@@ -43,12 +48,14 @@ def test_push_install_upgrade_keep_volumes_and_host_settings(
     data = Path(f"/var/tmp/{repo.split('/')[1]}")
     volume = f"up-{uuid.uuid4().hex[:8]}"
     try:
-        # Publish two versions from one bundle (the ref file keeps them apart).
-        for tag in (v1, v2):
-            engine.create(tag, bundle.path)
-            with one_push_at_a_time():
-                push(engine, tag)
-            engine.remove(tag, force=True)
+        # Publish two versions from one bundle (the ref file keeps them apart),
+        # through the push daemon.
+        with push_daemon.as_docker_host("pushing"):
+            pusher = Engine(report=lines.append)
+            for tag in (v1, v2):
+                pusher.create(tag, bundle.path)
+                push(pusher, tag)
+                pusher.remove(tag, force=True)
         tags = json.load(
             urllib.request.urlopen(f"http://{REGISTRY}/v2/{repo.split('/', 1)[1]}/tags/list")
         )

@@ -5,14 +5,18 @@ errors that say what the registry refused."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests.exceptions
+import urllib3.exceptions
 from docker.auth import AuthConfig, load_config  # type: ignore[import-untyped,unused-ignore]
 
 import plugin.bundle._engine as engine_module
@@ -22,6 +26,7 @@ from plugin.bundle._engine import Engine
 from plugin.bundle._platform import PLATFORM_ENV
 from plugin.bundle._registry import (
     PLUGIN_MEDIA_TYPE,
+    DaemonStopped,
     Pushed,
     install,
     plan_push,
@@ -56,7 +61,9 @@ class RegistryAPI(FakeAPI):
         super().__init__()
         self._auth_configs = AuthConfig({"auths": {"other.invalid": {"auth": "eDp5"}}})
         self.credstore_env = None
-        self.push_stream: list[dict[str, Any]] | None = None
+        self.push_stream: Iterable[Any] | None = None
+        #: Whether the daemon answers a ping (it died in the middle of a push).
+        self.up = True
         self.refs: dict[str, bytes] = {}
         self.registry: dict[str, list[dict[str, str]]] = {}  # remote -> config env
 
@@ -87,7 +94,14 @@ class RegistryAPI(FakeAPI):
             ]
         return response
 
-    def _stream_helper(self, response: FakeResponse, decode: bool = False) -> list[Any]:
+    def ping(self, timeout: float | None = None) -> bool:
+        if not self.up:
+            raise requests.exceptions.ConnectionError(
+                "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))"
+            )
+        return True
+
+    def _stream_helper(self, response: FakeResponse, decode: bool = False) -> Iterable[Any]:
         if self.push_stream is not None:
             return self.push_stream
         return pushed_ok(self._pushing)
@@ -490,6 +504,106 @@ def test_upgrade_to_a_tag_for_another_architecture_is_refused_before_anything(
     )
     assert client.api.plugins[f"{REPO}:1.0-amd64"]["Enabled"] is True
     assert [c for c in client.api.calls if c[0] in ("disable", "upgrade")] == []
+
+
+# --- the daemon dies in the middle of a push --------------------------------------------
+
+
+def broken_stream(
+    api: RegistryAPI, log: Path | None = None, *, dies: bool = True
+) -> Iterator[dict[str, Any]]:
+    """A push stream that breaks off as when dockerd 20.10 panics in
+    containerd's pusher: the daemon writes the panic into its log and
+    exits; docker-py lets the broken read through as urllib3's error."""
+    yield {"status": "Preparing", "progressDetail": {}, "id": "ab12"}
+    yield {
+        "status": "Pushing",
+        "progressDetail": {"current": 512, "total": 9_000_000},
+        "id": "ab12",
+    }
+    if log is not None:
+        with log.open("a") as f:
+            f.write("panic: send on closed channel\n\ngoroutine 1234 [running]:\n")
+    api.up = not dies
+    raise urllib3.exceptions.ProtocolError(
+        "Connection broken: IncompleteRead(0 bytes read)", http.client.IncompleteRead(b"")
+    )
+
+
+STOPPED = (
+    "the Docker daemon stopped while pushing {name} (dockerd 20.10 can crash in containerd's "
+    'pusher: look for "panic" in its log); start it again and push again: blobs already in the '
+    "registry are not sent again"
+)
+
+
+def test_a_daemon_that_dies_mid_push_is_named_with_its_panic(
+    engine: Engine,
+    client: RegistryClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = tmp_path / "dockerd.log"
+    log.write_text("panic: an older one, before this push\n")
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(log))
+    name = f"{REPO}:1.0-amd64"
+    engine.create(name, make_bundle(tmp_path / "b", X86_64, "linux/amd64"))
+    client.api.push_stream = broken_stream(client.api, log)
+    with pytest.raises(DaemonStopped) as err:
+        push(engine, name)
+    assert str(err.value) == (
+        STOPPED.format(name=name) + f"\n  its log ({log}) says: panic: send on closed channel"
+    )
+
+
+def test_publish_says_the_tags_plugin_is_left_when_the_daemon_dies(
+    engine: Engine,
+    client: RegistryClient,
+    bundles: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(tmp_path / "no-such.log"))
+    client.api.push_stream = broken_stream(client.api)
+    name = f"{REPO}:1.0-arm64"
+    with pytest.raises(DaemonStopped) as err:
+        publish(engine, REPO, ["1.0-arm64"], bundles)
+    assert str(err.value) == (
+        STOPPED.format(name=name) + f"\n  {name}, created for this push, is still on the daemon: "
+        f"remove it first (docker plugin rm {name})"
+    )
+    # Nothing more was asked of a daemon that is gone.
+    assert [c[:2] for c in client.api.calls if c[0] in ("push", "remove")] == [("push", name)]
+
+
+def test_the_command_line_says_the_daemon_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: RegistryClient
+) -> None:
+    monkeypatch.setattr(engine_module, "docker_client", lambda timeout=600: client)
+    monkeypatch.setenv("DPK_DOCKERD_LOG", str(tmp_path / "no-such.log"))
+    name = f"{REPO}:1.0-amd64"
+    Engine(client).create(name, make_bundle(tmp_path / "b", X86_64, "linux/amd64"))
+    client.api.push_stream = broken_stream(client.api)
+    out = io.StringIO()
+    assert main(["--name", name, "push"], out=out) == 1
+    assert out.getvalue().splitlines()[-1] == "error: " + STOPPED.format(name=name)
+
+
+def test_a_broken_connection_to_a_daemon_that_still_answers(
+    engine: Engine, client: RegistryClient, tmp_path: Path
+) -> None:
+    name = f"{REPO}:1"
+    engine.create(name, make_bundle(tmp_path / "b", X86_64, "linux/amd64"))
+    client.api.push_stream = broken_stream(client.api, dies=False)
+    with pytest.raises(EngineError) as err:
+        push(engine, name)
+    assert not isinstance(err.value, DaemonStopped)
+    assert str(err.value) == (
+        f"push {name}: the connection to the Docker daemon broke (Connection broken: "
+        "IncompleteRead(0 bytes read)); if the daemon restarted "
+        'meanwhile (dockerd 20.10 can crash in containerd\'s pusher: look for "panic" in its '
+        "log), push again: blobs already in the registry are not sent again"
+    )
 
 
 # --- the command line -------------------------------------------------------------------
