@@ -16,12 +16,18 @@ which is answered like any other.
 
 from __future__ import annotations
 
+import _socket
 import json
 import os
-import socket as socketlib
 import stat
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+# socket (with selectors and its enums) and urllib.parse (with ipaddress)
+# are imported where used: a plugin on its unix socket needs neither before
+# it listens (7 ms of its start).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket as socketlib
 
 __all__ = ["TLS", "Listener", "activation_sockets", "parse_address", "read_spec"]
 
@@ -65,6 +71,8 @@ class Listener:
 def parse_address(address: str, where: str = "address") -> Listener:
     """``unix:///run/x.sock``, ``tcp://127.0.0.1:8080`` or
     ``https://0.0.0.0:9443`` -> a Listener; ValueError otherwise."""
+    from urllib.parse import urlsplit
+
     url = urlsplit(address.strip())
     if url.scheme not in SCHEMES:
         why = "has no scheme" if not url.scheme else f"has the scheme {url.scheme!r}"
@@ -119,6 +127,8 @@ def activation_sockets(environ: dict[str, str] | None = None) -> list[socketlib.
         env.pop(name, None)
     if not count.isdigit() or int(count) < 1:
         raise ValueError(f"LISTEN_FDS={count!r}: expected the number of sockets passed")
+    import socket as socketlib
+
     sockets = []
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):
         try:
@@ -142,6 +152,8 @@ def activation_sockets(environ: dict[str, str] | None = None) -> list[socketlib.
 
 def bind_tcp(listener: Listener) -> socketlib.socket:
     """A listening TCP socket on the listener's host and port."""
+    import socket as socketlib
+
     family = socketlib.AF_INET6 if ":" in listener.host else socketlib.AF_INET
     return socketlib.create_server((listener.host, listener.port), family=family, backlog=128)
 
@@ -150,7 +162,7 @@ def describe(sock: socketlib.socket, tls: bool = False) -> str:
     """Where a listening socket listens: a unix socket's path, or a TCP
     address as ``tcp://host:port`` (``https://`` with ``tls``)."""
     name = sock.getsockname()
-    if sock.family == socketlib.AF_UNIX:
+    if sock.family == _socket.AF_UNIX:
         return name if isinstance(name, str) else os.fsdecode(name)
     host, port = name[0], name[1]
     return f"{'https' if tls else 'tcp'}://{f'[{host}]' if ':' in host else host}:{port}"
