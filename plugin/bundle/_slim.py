@@ -14,10 +14,12 @@ then imports every module of the standard library and of the plugin's
 declared distributions (the wheelhouse), and the slim rootfs holds each one
 that imports in the image, with the shared libraries it links: pure-Python
 modules as bytecode in the zip the interpreter has on its path
-(``/usr/lib/python311.zip`` in Debian; deflated: 40 % of their size), a package
-that has other files beside its modules (data read by path, extension
-modules) as files, sourceless ``.pyc`` but for sources read at run time. The
-plugin's own packages stay whole, with their sources. Debug sections of ELF
+(``/usr/lib/python311.zip`` in Debian; deflated: 40 % of their size, but for
+the modules imported before the plugin listens, stored: zipimport would
+inflate them at every start), a package that has other files beside its
+modules (data read by path, extension modules) as files, sourceless
+``.pyc`` but for sources read at run time. The plugin's own packages stay
+whole, with their sources. Debug sections of ELF
 files (for debuggers, never loaded; httptools' wheel ships 1.3 MB of them)
 are dropped. What of the standard library cannot matter to a plugin (test
 suites, IDLE, terminal interfaces, NIS, ensurepip, lib2to3; see

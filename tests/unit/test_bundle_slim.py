@@ -224,7 +224,8 @@ everything = probe["_importable"](candidates, sources)
 needs = probe["_needs"](loaded, probe["_maps"](), [], everything)
 report = {"importable": everything["importable"]}
 report.update(needs)
-probe["_write_tar"](report, {}, needs)
+# What it imported before it listened: email.utils, stored in the zip.
+probe["_write_tar"](report, {}, needs, [loaded["email.utils"][0]])
 out = {"candidates": candidates, "everything": everything, "needs": needs, "report": report}
 out.update(zip=probe["_stdlib_zip_path"](), stdlib=probe["_stdlib"]())
 print(json.dumps(out))
@@ -286,8 +287,11 @@ def test_the_probe_selects_every_importable_module_with_its_libraries(tmp_path: 
         member = tar.extractfile(zip_path.lstrip("/"))
         assert member is not None
         with zipfile.ZipFile(member) as z:
-            inside = set(z.namelist())
+            kinds = {info.filename: info.compress_type for info in z.infolist()}
+    inside = set(kinds)
     assert {"json/__init__.pyc", "email/utils.pyc", "starlette/routing.pyc"} <= inside
+    # Stored what is read at every start, before the plugin listens; deflated the rest.
+    assert [n for n, kind in kinds.items() if kind == zipfile.ZIP_STORED] == ["email/utils.pyc"]
     assert not [n for n in inside if n.endswith(".py")]  # no source was read at run time
     # Extension modules as files, with the libraries they link.
     dynload = os.path.join(stdlib, "lib-dynload").lstrip("/")
@@ -295,3 +299,16 @@ def test_the_probe_selects_every_importable_module_with_its_libraries(tmp_path: 
     assert [n for n in names if "/libsqlite3.so" in n]
     assert not [n for n in names if f"{dynload}/_curses" in n or f"{dynload}/_testcapi" in n]
     assert str(kept).lstrip("/") in names
+
+
+def test_the_probe_notes_the_modules_loaded_when_the_plugin_binds_its_socket() -> None:
+    """The first socket.bind the plugin makes: what it imported by then is
+    imported at every start, before it listens (stored in the zip)."""
+    probe = _probe()
+    probe["_audit"]("socket.connect", (None, "/run/x.sock"))
+    assert probe["at_bind"] == []
+    probe["_audit"]("socket.bind", (None, "/run/docker/plugins/x.sock"))
+    first = list(probe["at_bind"])
+    assert {"sys", "os", "json"} <= set(first)
+    probe["_audit"]("socket.bind", (None, "/run/docker/plugins/y.sock"))
+    assert probe["at_bind"] == first  # the first bind only
