@@ -56,7 +56,7 @@ file or its directory); paths in it are relative to it.
 
 build, plugin, validate and create take --strict: a warning fails them, such as
 a privilege broader than the plugin needs (all devices, the host's network for
-a volume or authorization plugin, a propagated mount for an authorization plugin
+a volume, IPAM or authorization plugin, a propagated mount for an authorization plugin
 or secret provider, the host's PID or IPC namespace, a mount of / or of the
 Docker socket, a capability its drivers do not declare).
 """

@@ -406,7 +406,8 @@ def validate_config(
     field types first, then one validator per section of config.json.
 
     Broad privileges are warnings: all devices, the host's network for a
-    volume or an authorization plugin, a propagated mount for an
+    volume, IPAM or authorization plugin (and its absence for a network
+    plugin), a propagated mount for an
     authorization plugin or a secret provider, the host's PID or IPC
     namespace, a mount of the host's
     ``/`` or of the Docker socket, and, when ``declared`` (what the plugin's

@@ -66,8 +66,9 @@ KEYS = (
     Key("plugin", "description", '`""`',
         "`config.json`'s `description`, shown by `docker plugin ls`"),
     Key("plugin", "documentation", '`""`', "`config.json`'s `documentation`: a URL for users"),
-    Key("plugin", "entrypoint", "`python -u -m plugin --socket SOCKET DRIVERS...`",
-        "the plugin's command in the rootfs; the first word is looked up on the image's PATH"),
+    Key("plugin", "entrypoint", "`PYTHON -u -m plugin --socket SOCKET DRIVERS...`",
+        "the plugin's command in the rootfs (PYTHON: `build.python`); the first word is looked up "
+        "on the image's PATH"),
     Key("build", "requirements", "`[]`",
         "the drivers' own dependencies, as pip requirements (`requests>=2.31`, or a path to a "
         "wheel, relative to the project): downloaded as wheels on the host, installed into "
