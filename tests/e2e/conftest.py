@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ def _daemon_up() -> bool:
 
 @pytest.fixture(scope="session")
 def engine_ready() -> None:
+    remove_stale_sockets()
     if not _daemon_up():
         message = "no Docker daemon answers (run scripts/setup)"
         if os.environ.get("CI"):
@@ -71,6 +73,27 @@ def engine_ready() -> None:
         pytest.skip(message)
     if docker("image", "inspect", TEST_IMAGE, check=False).returncode != 0:
         pytest.fail(f"test image {TEST_IMAGE} missing (run scripts/setup)")
+
+
+def remove_stale_sockets(directory: Path = Path("/run/docker/plugins")) -> list[Path]:
+    """Remove the legacy plugins' sockets a killed test session left behind
+    (``dpk-e2e-*.sock`` that nothing listens on); what was removed.
+
+    dockerd scans that directory for legacy plugins whatever daemon the test
+    used, and keeps every one it found: once its socket is dead, each volume
+    call that asks all drivers (``volume ls``, ``inspect`` of an unknown
+    name) dials it for 15 s, and every later test slows down."""
+    removed = []
+    for path in sorted(directory.glob("dpk-e2e-*.sock")):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 @dataclass
