@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 
 from tests.e2e.conftest import remove_stale_sockets
 
 
-def test_stale_test_sockets_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+def test_stale_test_sockets_are_removed_and_live_ones_kept() -> None:
+    # A short directory: a unix socket's path is limited to 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="dpk-", dir="/tmp") as tmp:
+        check_stale_sockets(Path(tmp))
+
+
+def check_stale_sockets(tmp_path: Path) -> None:
     stale = tmp_path / "dpk-e2e-legacy-dead.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind(str(stale))  # bound, never listening, then closed: nothing answers
