@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ._project import Project
 
 __all__ = [
     "DRIVERS_FILE",
+    "ImageRemovedUnderBuild",
     "MissingOnHost",
     "build_image",
     "docker_errors",
@@ -226,9 +228,46 @@ def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path
     return dest
 
 
+#: What dockerd 20.10's classic builder answers when an image one of its
+#: steps started from was removed before the step was committed. Builds reuse
+#: another project's layers as cache (every project's wheelhouse step makes
+#: the same layer), and removing an image also removes its untagged parents:
+#: a ``docker rmi``, an ``image prune`` or another project's rebuild (which
+#: removes the image it replaces) can take such a layer from under a build
+#: that just picked it. The daemon checks for containers using a parent
+#: before it removes it, but not atomically with a build creating one.
+_REMOVED_UNDER_BUILD = re.compile(
+    r"failed to get digest (sha256:[0-9a-f]{64}): open \S+: no such file or directory"
+)
+
+
+class ImageRemovedUnderBuild(BuildError):
+    """An image the build was using (as cache) was removed meanwhile; ``image`` is its ID."""
+
+    def __init__(self, message: str, image: str) -> None:
+        super().__init__(message)
+        self.image = image
+
+
 def build_image(client: Any, project: Project, base: str, wheels: Path, report: Report) -> str:
     """``docker build`` the project (the context made by ``build_context``);
-    returns the image ID."""
+    returns the image ID.
+
+    When an image the build reused as cache is removed under it (see
+    ``_REMOVED_UNDER_BUILD``), it builds once more, saying so: the removed
+    image is no longer there to be picked. Any other failure, or that one
+    twice, is the build's error."""
+    try:
+        return _build_once(client, project, base, wheels, report)
+    except ImageRemovedUnderBuild as exc:
+        report(
+            f"an image this build was reusing as cache ({exc.image[7:19]}) was removed "
+            "meanwhile (an image removal or another build on this daemon): building again"
+        )
+    return _build_once(client, project, base, wheels, report)
+
+
+def _build_once(client: Any, project: Project, base: str, wheels: Path, report: Report) -> str:
     context = build_context(project, wheels)
     try:
         stream = client.api.build(
@@ -245,8 +284,12 @@ def build_image(client: Any, project: Project, base: str, wheels: Path, report: 
         image_id = None
         for item in _items(stream):
             if "error" in item:
-                detail = (item.get("errorDetail") or {}).get("message") or item["error"]
-                raise BuildError(f"docker build failed: {detail.strip()}")
+                detail = ((item.get("errorDetail") or {}).get("message") or item["error"]).strip()
+                message = f"docker build failed: {detail}"
+                removed = _REMOVED_UNDER_BUILD.search(detail)
+                if removed:
+                    raise ImageRemovedUnderBuild(message, removed.group(1))
+                raise BuildError(message)
             text = item.get("stream", "")
             if text.startswith("Step "):
                 report(text.strip())

@@ -879,3 +879,93 @@ def test_a_build_removes_the_untagged_images_of_its_bundle_and_no_other(tmp_path
         {"dangling": True, "label": f"{BUNDLE_LABEL}={tmp_path / 'bundle'}"}
     ]
     assert client.images.removed == ["sha256:old"]  # type: ignore[attr-defined]
+
+
+# --- an image removed under a build ---------------------------------------------------------------
+
+#: What dockerd 20.10 answers when the image a build step started from (a
+#: layer it reused as cache) was removed before the step was committed.
+GONE = "sha256:" + "e13f" * 16
+REMOVED = (
+    f"failed to get digest {GONE}: open /var/lib/docker/image/overlay2/imagedb/content/"
+    f"{GONE.replace(':', '/')}: no such file or directory"
+)
+STEPS = [{"stream": "Step 1/2 : FROM base\n"}, {"stream": "Step 2/2 : RUN pip install\n"}]
+
+
+class Builds:
+    """The daemon's build streams, one per build, in order."""
+
+    def __init__(self, *streams: list[dict[str, Any]]) -> None:
+        self.streams = list(streams)
+        self.calls = 0
+
+    def build(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.calls += 1
+        return iter(self.streams.pop(0))
+
+
+def built_with(builds: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Run build_image against ``builds``; the progress lines (the ID as the last)."""
+    from types import SimpleNamespace
+
+    from plugin.bundle import _rootfs
+
+    monkeypatch.setattr(_rootfs, "build_context", lambda project, wheels: io.BytesIO(b""))
+    client = FakeClient()
+    client.api = builds  # type: ignore[assignment]
+    project = SimpleNamespace(image_tag="p-rootfs:build", bundle_dir=tmp_path / "bundle")
+    said: list[str] = []
+    image_id = _rootfs.build_image(client, project, "base", tmp_path, said.append)  # type: ignore[arg-type]
+    return [*said, image_id]
+
+
+def failed(message: str) -> dict[str, Any]:
+    return {"errorDetail": {"message": message}, "error": message}
+
+
+def test_a_build_whose_cache_image_was_removed_meanwhile_builds_again_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = Builds([*STEPS, failed(REMOVED)], [*STEPS, {"aux": {"ID": "sha256:new"}}])
+    assert built_with(builds, tmp_path, monkeypatch) == [
+        "Step 1/2 : FROM base",
+        "Step 2/2 : RUN pip install",
+        "an image this build was reusing as cache (e13fe13fe13f) was removed meanwhile (an "
+        "image removal or another build on this daemon): building again",
+        "Step 1/2 : FROM base",
+        "Step 2/2 : RUN pip install",
+        "sha256:new",
+    ]
+    assert builds.calls == 2
+
+
+def test_a_build_builds_again_only_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugin.bundle import BuildError
+
+    builds = Builds([failed(REMOVED)], [failed(REMOVED)], [{"aux": {"ID": "sha256:new"}}])
+    with pytest.raises(BuildError) as raised:
+        built_with(builds, tmp_path, monkeypatch)
+    assert str(raised.value) == f"docker build failed: {REMOVED}"
+    assert builds.calls == 2
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The command '/bin/sh -c pip install' returned a non-zero code: 1",
+        # Not an image gone under the build: the daemon's own storage is broken.
+        f"failed to get digest {GONE}: open /var/lib/docker/image/overlay2/imagedb/content/"
+        f"{GONE.replace(':', '/')}: permission denied",
+    ],
+)
+def test_other_build_failures_are_not_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
+    from plugin.bundle import BuildError
+
+    builds = Builds([*STEPS, failed(message)], [{"aux": {"ID": "sha256:new"}}])
+    with pytest.raises(BuildError) as raised:
+        built_with(builds, tmp_path, monkeypatch)
+    assert str(raised.value) == f"docker build failed: {message}"
+    assert builds.calls == 1
