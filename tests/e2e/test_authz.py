@@ -330,7 +330,9 @@ def test_a_policy_edit_takes_effect_without_a_restart(authz: Authz) -> None:
 # --- the plugin itself misbehaving --------------------------------------------------------------
 
 GARBAGE = r"""
-import os, socket
+import os, signal, socket, sys
+# PID 1 of its container: SIGTERM (the daemon stopping it) does nothing unless handled.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 path = "/run/docker/plugins/policyauthz.sock"
 if os.path.exists(path):
     os.unlink(path)
@@ -339,20 +341,34 @@ server.bind(path)
 server.listen(16)
 while True:
     conn, _ = server.accept()
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ngarbage")
-    conn.close()
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        else:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ngarbage"
+            )
+    except OSError:
+        pass
+    finally:
+        conn.close()
 """
 
 
 @contextlib.contextmanager
 def garbage_plugin(authz: Authz, bundle: Path) -> Iterator[str]:
-    """A plugin that answers every call with a 200 whose body is not JSON."""
+    """A plugin that answers every call with a 200 whose body is not JSON.
+
+    It answers only connections that send a request, and lives on when a
+    peer goes away: dockerd checks that a plugin listens by connecting and
+    closing at once, at every start. A plugin that died of that (a write to
+    the closed connection) was started again and again, and each time the
+    daemon removed its socket directory first: a request at such a moment
+    failed with "no such file or directory" instead of the garbage."""
     from plugin.bundle._engine import Engine
 
     tag = uuid.uuid4().hex[:8]
@@ -376,6 +392,9 @@ def garbage_plugin(authz: Authz, bundle: Path) -> Iterator[str]:
 
 def test_a_plugin_that_answers_garbage_denies(authz: Authz, policyauthz_bundle: Path) -> None:
     with garbage_plugin(authz, policyauthz_bundle) as garbage:
+        garbage_id = authz.daemon.docker("plugin", "inspect", "-f", "{{.Id}}", garbage)
+        pid = plugin_pid(garbage_id.stdout.strip())
+        assert pid is not None
         authz.daemon.configure(**{"authorization-plugins": [authz.name, garbage]})
         try:
             # A 200 the daemon cannot decode: it fails the request.
@@ -390,6 +409,8 @@ def test_a_plugin_that_answers_garbage_denies(authz: Authz, policyauthz_bundle: 
             assert (create.status, create.message) == (500, failed)
             proc = authz.run("run", "--rm", TEST_IMAGE, "true")
             assert proc.returncode == 125 and "500 Internal Server Error" in proc.stderr
+            # The same process answered throughout: never stopped and started again.
+            assert plugin_pid(garbage_id.stdout.strip()) == pid
         finally:
             authz.daemon.configure(**{"authorization-plugins": [authz.name]})
     assert authz.run("ps").returncode == 0
