@@ -38,14 +38,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 _LISTENING = "API listen on /run/dpk-pd-"
+T = TypeVar("T")
 
 #: The shared daemon's images that tests run on the private one.
 IMAGES = ("docker-plugin-kit/busybox:latest",)
@@ -455,6 +456,33 @@ class PrivateDaemon:
             return self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_mark(self) -> int:
+        """Where the log ends now (for ``wait_logged``'s ``since``)."""
+        return len(self.log_text())
+
+    def wait_logged(
+        self, what: str, check: Callable[[list[str]], T | None], since: int, timeout: float = 30
+    ) -> T:
+        """Poll ``check`` on the log's lines after ``since`` (a ``log_mark``)
+        until it returns something; fail after ``timeout``, with those lines.
+
+        A plugin's output reaches the log on its own path (its container's
+        shim copies it to a FIFO that dockerd reads), not with the answer to
+        the API call that made it: a test reading the log once, right after
+        that answer, can miss it on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log_text()[since:].splitlines()
+            found = check(lines)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what}: not in the private dockerd's log after {timeout:g} s; it logged:\n"
+                    + "\n".join(lines[-30:])
+                )
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

@@ -274,31 +274,43 @@ def test_the_plugin_cannot_be_disabled_removed_or_changed(authz: Authz) -> None:
     assert enabled.stdout.strip() == "true"
 
 
+def decisions(lines: list[str]) -> list[dict[str, Any]]:
+    """The plugin's decisions among the daemon's log lines."""
+    return [
+        json.loads(line.split('msg="INFO policyauthz: ', 1)[1].rsplit('" plugin=', 1)[0]
+                   .replace('\\"', '"'))
+        for line in lines
+        if 'msg="INFO policyauthz: {' in line
+    ]  # fmt: skip
+
+
 def test_tls_users_get_their_own_rules(authz: Authz) -> None:
+    mark = authz.daemon.log_mark()
     alice = authz.run("create", "--privileged", TEST_IMAGE, "true", user="alice")
     assert alice.returncode == 0, alice.stderr
     authz.daemon.docker("rm", alice.stdout.strip())
     bob = authz.run("create", "--privileged", TEST_IMAGE, "true", user="bob")
     assert last_line(bob) == authz.denied("privileged containers are denied (rule privileged)")
-    decisions = [
-        json.loads(line.split('msg="INFO policyauthz: ', 1)[1].rsplit('" plugin=', 1)[0]
-                   .replace('\\"', '"'))
-        for line in authz.daemon.log_text().splitlines()
-        if 'msg="INFO policyauthz: {' in line
-    ]  # fmt: skip
-    creates = [d for d in decisions if d["uri"].startswith("/v1.41/containers/create")]
-    assert {(d["user"], d["decision"], d["rule"]) for d in creates[-2:]} == {
+
+    def both_creates(lines: list[str]) -> list[dict[str, Any]] | None:
+        found = [d for d in decisions(lines) if d["uri"].startswith("/v1.41/containers/create")]
+        return found if len(found) >= 2 else None
+
+    creates = authz.daemon.wait_logged("the decisions on both creates", both_creates, mark)
+    assert [(d["user"], d["decision"], d["rule"]) for d in creates] == [
         ("alice", "allow", "default"),
         ("bob", "deny", "privileged"),
-    }
+    ]
 
 
 def test_every_decision_is_in_the_daemon_log_with_its_rule_and_input(authz: Authz) -> None:
+    mark = authz.daemon.log_mark()
     authz.run("run", "--rm", "--privileged", "-e", "TOKEN=s3cret", TEST_IMAGE, "true")
-    line = next(
-        line for line in reversed(authz.daemon.log_text().splitlines())
-        if 'rule\\": \\"privileged' in line
-    )  # fmt: skip
+    [line] = authz.daemon.wait_logged(
+        "the decision on the privileged run",
+        lambda lines: [line for line in lines if 'rule\\": \\"privileged' in line],
+        mark,
+    )
     assert '\\"decision\\": \\"deny\\", \\"rule\\": \\"privileged\\"' in line
     assert '\\"evidence\\": \\"HostConfig.Privileged: true\\"' in line
     assert '\\"uri\\": \\"/v1.41/containers/create\\"' in line

@@ -169,6 +169,7 @@ def test_do_not_reuse_gives_each_task_its_own_value(secrets: Secrets) -> None:
 def test_a_missing_secret_fails_the_task_and_the_log_says_why(secrets: Secrets) -> None:
     missing = secrets.secret("missing", "filesecrets.path=db/nope")
     secret_id = secrets.daemon.docker("secret", "inspect", "-f", "{{.ID}}", missing).stdout.strip()
+    mark = secrets.daemon.log_mark()
     outputs = secrets.service("--secret", missing, TEST_IMAGE, "true")
     # Swarm keeps the plugin's answer for its debug log and fails the task...
     assert list(outputs.values()) == [
@@ -180,10 +181,11 @@ def test_a_missing_secret_fails_the_task_and_the_log_says_why(secrets: Secrets) 
         f"secret '{missing}': no file db/nope in the secrets directory (create it on the host's "
         "secrets.source, or label the secret filesecrets.path=PATH)"
     )
-    logged = [
-        line for line in secrets.daemon.log_text().splitlines() if "WARNING filesecrets" in line
-    ]
-    assert any(expected in line.replace('\\"', '"') for line in logged), logged
+    secrets.daemon.wait_logged(
+        f"the plugin's warning: {expected}",
+        lambda lines: [ln for ln in lines if expected in ln.replace('\\"', '"')],
+        mark,
+    )
 
 
 def test_values_never_reach_the_daemon_log(secrets: Secrets) -> None:
