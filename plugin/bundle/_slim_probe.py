@@ -100,7 +100,18 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event in ("open", "ctypes.dlopen") and isinstance(args[0], (str, bytes)):
         opened.add(os.fsdecode(args[0]))
     elif event == "socket.bind" and not at_bind:
-        at_bind.extend(name for name, m in list(sys.modules.items()) if m is not None)
+        at_bind.extend(
+            name for name, m in list(sys.modules.items()) if m is not None and not _not_run(m)
+        )
+
+
+def _not_run(module: Any) -> bool:
+    """A Python module made but not run yet: loaded on first use, like the
+    kit's deferred modules or importlib's LazyLoader's (running a module's
+    code gives its namespace ``__builtins__``)."""
+    origin = getattr(getattr(module, "__spec__", None), "origin", None) or ""
+    namespace = getattr(module, "__dict__", {})
+    return origin.endswith((".py", ".pyc")) and "__builtins__" not in namespace
 
 
 # --- the client (a forked child: its imports stay out of the snapshot) -------------

@@ -314,6 +314,31 @@ def test_the_probe_notes_the_modules_loaded_when_the_plugin_binds_its_socket() -
     assert probe["at_bind"] == first  # the first bind only
 
 
+def test_a_module_loaded_on_first_use_is_not_loaded_at_start() -> None:
+    import importlib.util
+    import types
+
+    from plugin._defer import defer
+
+    probe = _probe()
+    assert not probe["_not_run"](json) and not probe["_not_run"](sys)
+    spec = importlib.util.find_spec("textwrap")
+    assert spec is not None and spec.loader is not None
+    made = importlib.util.module_from_spec(spec)
+    assert probe["_not_run"](made)
+    spec.loader.exec_module(made)
+    assert not probe["_not_run"](made)
+    sys.modules.pop("colorsys", None)
+    defer("colorsys")
+    try:
+        deferred = sys.modules["colorsys"]
+        assert probe["_not_run"](deferred)
+        assert deferred.rgb_to_hsv(1, 0, 0) == (0.0, 1.0, 1)  # used: loaded
+        assert not probe["_not_run"](deferred) and type(deferred) is types.ModuleType
+    finally:
+        sys.modules.pop("colorsys", None)
+
+
 DOCUMENTED = '''"""The module's docstring."""
 import textwrap
 
