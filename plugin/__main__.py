@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _arguments(argv) or _parser().parse_args(argv)
 
+    from ._defer import defer_unused
+
+    # Before the drivers' imports, which import some of what it defers.
+    defer_unused()
     from ._driver import load_driver_class
     from ._serve import configure_logging, serve
 

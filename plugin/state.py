@@ -12,7 +12,8 @@ it must survive a crash at any instant::
 ``save`` writes a temp file in the same directory, fsyncs it, renames it
 over the file and fsyncs the directory, so a crash leaves the old state or
 the new one, never a torn file. Answer the daemon only after ``save``
-returned: then a restart never loses what was answered.
+returned: then a restart never loses what was answered. ``load`` never reads
+through a symbolic link (``save`` would replace the link, not its target).
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from typing import Any
 
 __all__ = ["StateError", "StateFile"]
 
 log = logging.getLogger("plugin.state")
-
-_TMP_PREFIX = ".state."
 
 
 class StateError(ValueError):
@@ -38,12 +36,24 @@ class StateError(ValueError):
 
 
 class StateFile:
-    """One JSON object, at ``path``, with a ``"version"`` key."""
+    """One JSON object, at ``path``, with a ``"version"`` key. Errors name
+    ``owner`` ("this localvol reads version 1") and end with ``remedy``."""
 
-    def __init__(self, path: str, version: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        version: int,
+        *,
+        owner: str = "plugin",
+        remedy: str = "repair or remove it",
+    ) -> None:
         self.path = os.fspath(path)
         self.version = version
+        self.owner = owner
+        self.remedy = remedy
         self.directory = os.path.dirname(os.path.abspath(self.path))
+        # Another state file in the directory has its own temp files.
+        self._tmp_prefix = f".{os.path.basename(self.path)}."
 
     def load(self) -> dict[str, Any] | None:
         """The committed state, or None when there is none yet. Makes the
@@ -51,9 +61,10 @@ class StateFile:
         try:
             os.makedirs(self.directory, exist_ok=True)
             for entry in os.listdir(self.directory):
-                if entry.startswith(_TMP_PREFIX) and entry.endswith(".tmp"):
+                if entry.startswith(self._tmp_prefix) and entry.endswith(".tmp"):
                     os.unlink(os.path.join(self.directory, entry))
-            with open(self.path, "rb") as f:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             return None
@@ -64,11 +75,11 @@ class StateFile:
         except (ValueError, RecursionError) as exc:
             raise self.corrupt(f"not valid JSON ({exc})") from None
         if not isinstance(data, dict):
-            raise self.corrupt("expected a JSON object")
+            raise self.corrupt(f"not a {self.owner} state file (expected a JSON object)")
         if data.get("version") != self.version:
             raise StateError(
-                f"{self.path}: unsupported state version {data.get('version')!r} (this plugin "
-                f"reads version {self.version}); it was left untouched"
+                f"{self.path}: unsupported state version {data.get('version')!r} (this "
+                f"{self.owner} reads version {self.version}); it was left untouched"
             )
         return data
 
@@ -76,7 +87,8 @@ class StateFile:
         """Commit ``data`` (its ``"version"`` is set). Raises OSError with
         the previous state still in place."""
         data = {**data, "version": self.version}
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.directory)
+        tmp = os.path.join(self.directory, f"{self._tmp_prefix}{os.urandom(8).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
@@ -90,7 +102,7 @@ class StateFile:
             raise
         # The rename is the commit point: a failing directory fsync is only logged.
         try:
-            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dfd)
             finally:
@@ -100,4 +112,4 @@ class StateFile:
 
     def corrupt(self, problem: str) -> StateError:
         """The error for a state file whose content is wrong."""
-        return StateError(f"{self.path}: {problem}; it was left untouched: repair or remove it")
+        return StateError(f"{self.path}: {problem}; it was left untouched: {self.remedy}")

@@ -18,8 +18,11 @@ modules as bytecode in the zip the interpreter has on its path
 the modules imported before the plugin listens, stored: zipimport would
 inflate them at every start), a package that has other files beside its
 modules (data read by path, extension modules) as files, sourceless
-``.pyc`` but for sources read at run time. The plugin's own packages stay
-whole, with their sources. Debug sections of ELF
+``.pyc`` but for sources read at run time. The standard library's bytecode
+goes without its docstrings (only ``help()`` and the like read them): 0.8 MB
+less memory for the reference plugin. The plugin's own
+packages stay whole, with their sources, and its distributions keep their
+docstrings (some read them, like parser generators). Debug sections of ELF
 files (for debuggers, never loaded; httptools' wheel ships 1.3 MB of them)
 are dropped. What of the standard library cannot matter to a plugin (test
 suites, IDLE, terminal interfaces, NIS, ensurepip, lib2to3; see
@@ -279,6 +282,7 @@ class SlimResult:
     importable: list[str]  # modules importable in the image, and so in the slim rootfs
     zipped: int  # standard library modules in its zip
     zip_bytes: int
+    docstring_bytes: int  # of the standard library's bytecode, left out
 
 
 def slim_result(tar: bytes, report: dict[str, Any]) -> SlimResult:
@@ -296,6 +300,7 @@ def slim_result(tar: bytes, report: dict[str, Any]) -> SlimResult:
         list(report.get("importable") or []),
         len(report.get("stdlib_zip") or []),
         int(report.get("stdlib_zip_bytes") or 0),
+        int(report.get("docstring_bytes") or 0),
     )
 
 

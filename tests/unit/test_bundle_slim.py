@@ -312,3 +312,151 @@ def test_the_probe_notes_the_modules_loaded_when_the_plugin_binds_its_socket() -
     assert {"sys", "os", "json"} <= set(first)
     probe["_audit"]("socket.bind", (None, "/run/docker/plugins/y.sock"))
     assert probe["at_bind"] == first  # the first bind only
+
+
+def test_a_module_loaded_on_first_use_is_not_loaded_at_start() -> None:
+    import importlib.util
+    import types
+
+    from plugin._defer import defer
+
+    probe = _probe()
+    assert not probe["_not_run"](json) and not probe["_not_run"](sys)
+    spec = importlib.util.find_spec("textwrap")
+    assert spec is not None and spec.loader is not None
+    made = importlib.util.module_from_spec(spec)
+    assert probe["_not_run"](made)
+    spec.loader.exec_module(made)
+    assert not probe["_not_run"](made)
+    sys.modules.pop("colorsys", None)
+    defer("colorsys")
+    try:
+        deferred = sys.modules["colorsys"]
+        assert probe["_not_run"](deferred)
+        assert deferred.rgb_to_hsv(1, 0, 0) == (0.0, 1.0, 1)  # used: loaded
+        assert not probe["_not_run"](deferred) and type(deferred) is types.ModuleType
+    finally:
+        sys.modules.pop("colorsys", None)
+
+
+DOCUMENTED = '''"""The module's docstring."""
+import textwrap
+
+__all__ = ["Documented", "shared", "checked", "gen", "coro"]
+
+
+class Documented:
+    """A class's docstring."""
+
+    kind = "plain"
+
+    def method(self):
+        """A method's docstring."""
+        return [x * 2 for x in (1, 2)], (lambda: "lambda")()
+
+
+class Bare:
+    kind = "bare"
+
+
+def shared():
+    """same text"""
+    return "same text"
+
+
+def checked(x):
+    """Asserts stay."""
+    assert x > 0, "x must be positive"
+    return textwrap.dedent("  ok")
+
+
+def gen():
+    """A generator's docstring."""
+    yield "a"
+
+
+async def coro():
+    """A coroutine's docstring."""
+    return "c"
+'''
+
+
+def _pyc(source: str, name: str) -> bytes:
+    import importlib.util
+    import marshal
+
+    code = compile(source, name, "exec", dont_inherit=True)
+    return importlib.util.MAGIC_NUMBER + b"\0" * 12 + marshal.dumps(code)
+
+
+def _run(pyc: bytes, name: str) -> dict[str, Any]:
+    import marshal
+
+    namespace: dict[str, Any] = {"__name__": name}
+    exec(marshal.loads(pyc[16:]), namespace)
+    return namespace
+
+
+def test_the_standard_librarys_docstrings_are_left_out_and_nothing_else() -> None:
+    import asyncio
+
+    pyc = _pyc(DOCUMENTED, "documented.py")
+    smaller = _probe()["_without_docstrings"](pyc)
+    assert smaller[:16] == pyc[:16] and len(smaller) < len(pyc)
+    before, after = _run(pyc, "documented"), _run(smaller, "documented")
+    assert before["__doc__"] == "The module's docstring."
+    assert after["__doc__"] is None
+    docs = [after[n].__doc__ for n in ("Documented", "checked", "gen", "coro")]
+    assert [*docs, after["Documented"].method.__doc__] == [None] * 5
+    # What the code does, asserts included, is as before.
+    for ns in (before, after):
+        assert ns["Documented"]().method() == ([2, 4], "lambda")
+        assert (ns["Documented"].kind, ns["Bare"].kind, ns["Bare"].__doc__) == (
+            "plain",
+            "bare",
+            None,
+        )
+        assert ns["checked"](1) == "ok" and list(ns["gen"]()) == ["a"]
+        assert asyncio.run(ns["coro"]()) == "c"
+        with pytest.raises(AssertionError, match="x must be positive"):
+            ns["checked"](0)
+        assert ns["__all__"] == ["Documented", "shared", "checked", "gen", "coro"]
+    # A docstring the code also uses as a value stays, and so the value.
+    assert after["shared"]() == "same text" and after["shared"].__doc__ == "same text"
+    assert _probe()["_without_docstrings"](smaller) == smaller  # nothing left
+
+
+def test_a_standard_library_module_without_docstrings_works() -> None:
+    import inspect
+    import textwrap
+
+    source = Path(textwrap.__file__).read_text()
+    probe = _probe()
+    smaller = probe["_without_docstrings"](_pyc(source, textwrap.__file__))
+    ns = _run(smaller, "textwrap_without_docstrings")
+    assert ns["__doc__"] is None and ns["dedent"].__doc__ is None
+    assert ns["TextWrapper"].__doc__ is None and inspect.getdoc(ns["fill"]) is None
+    text = "  one two three four five six seven eight nine ten\n"
+    assert ns["dedent"](text) == textwrap.dedent(text)
+    assert ns["fill"](text, width=12) == textwrap.fill(text, width=12)
+
+
+def test_what_is_not_bytecode_is_left_as_it_is() -> None:
+    import importlib.util
+    import marshal
+
+    strip = _probe()["_without_docstrings"]
+    not_code = importlib.util.MAGIC_NUMBER + b"\0" * 12 + marshal.dumps(["a", "list"])
+    for data in (b"", b"short", not_code, _pyc(DOCUMENTED, "x.py")[:40]):
+        assert strip(data) == data
+
+
+def test_only_the_standard_librarys_modules_count_as_its_own() -> None:
+    import textwrap
+
+    import uvicorn
+
+    probe = _probe()
+    assert probe["_stdlib_module"](textwrap.__file__)
+    assert not probe["_stdlib_module"](uvicorn.__file__)  # site-packages, below the stdlib
+    assert not probe["_stdlib_module"]("/opt/plugin/site/starlette/routing.py")

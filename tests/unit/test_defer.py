@@ -4,6 +4,7 @@ interpreter: not loaded by the server's imports, whole and real once used."""
 from __future__ import annotations
 
 import os
+import platform
 import random
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def run(code: str) -> str:
 def test_the_server_imports_load_none_of_them() -> None:
     out = run(
         "heavy = ['_ssl', 'logging.handlers', 'email._parseaddr', 'configparser', 'pathlib',\n"
-        "         '_posixsubprocess']\n"
+        "         '_posixsubprocess', 'tokenize', 'textwrap', 'ipaddress', 'platform', 'random']\n"
         "print(sorted(m for m in heavy if m in sys.modules and\n"
         "      type(sys.modules[m]).__name__ != '_Deferred'))\n"
     )
@@ -83,6 +84,30 @@ def test_the_others_once_used() -> None:
         "('a', 'b@c') Thu, 01 Jan 1970 00:00:00 GMT",
         "True x True",
         "_Deferred configparser",
+    ]
+
+
+def test_the_leaves_once_used() -> None:
+    out = run(
+        "import inspect, ipaddress, platform, random, textwrap, traceback\n"
+        "print(ipaddress.ip_address('10.1.2.3') in ipaddress.ip_network('10.0.0.0/8'))\n"
+        "print(platform.system(), random.Random(7).randrange(1000), textwrap.indent('x', '> '))\n"
+        "import json\n"
+        "try:\n"
+        "    json.loads('x')\n"
+        "except ValueError:\n"  # a traceback shows source lines (linecache, tokenize)
+        "    lines = traceback.format_exc().splitlines()\n"
+        "print(lines[-2].strip().split('(')[0], lines[-1])\n"
+        "print(inspect.getsource(textwrap.dedent).splitlines()[0])\n"
+        "print(sorted(type(sys.modules[m]).__name__ for m in ('tokenize', 'random')))\n"
+    )
+    assert out.splitlines() == [
+        "True",
+        f"{platform.system()} {random.Random(7).randrange(1000)} > x",
+        "raise JSONDecodeError "
+        "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+        "def dedent(text):",
+        "['module', 'module']",
     ]
 
 

@@ -8,10 +8,9 @@ Everything lives under the data directory (``/data`` in the plugin, the host's
     trash/<hex>/<name>/     removals in flight (<hex> keeps names within
                             NAME_MAX, which <name>.<hex> would not for long names)
 
-``state.json`` is only ever replaced whole (a temp file in the same directory,
-fsync, rename over, fsync of the directory), so a crash leaves the old state or
-the new one, never a torn file. Each change first puts the disk in a shape that
-start-up recovery understands, then commits:
+``state.json`` is only ever replaced whole (``plugin.state``), so a crash
+leaves the old state or the new one, never a torn file. Each change first puts
+the disk in a shape that start-up recovery understands, then commits:
 
 * Create makes ``volumes/<name>``, applies its owner and mode, then commits. A
   crash before the commit leaves an empty directory, which start-up removes.
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugin import Mount, PluginError, settings
 from plugin.manifest import propagated_mount_path
+from plugin.state import StateError, StateFile
 from plugin.volume import (
     CreateRequest,
     GetRequest,
@@ -112,7 +112,6 @@ PAUSE_MAX = 600.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
 _OCTAL = re.compile(r"[0-7]{1,5}")
-_TMP_PREFIX = ".state.json."
 _VOLUMES = "volumes"
 _TRASH = "trash"
 
@@ -127,14 +126,6 @@ _LINK_IN_THE_WAY = "a symbolic link is in the way (localvol never follows one)"
 MS_BIND = 4096
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
-
-
-class StateError(ValueError):
-    """The data directory cannot be used as it is. Raised at construction;
-    state.json is left untouched for a person to repair.
-
-    A ValueError, so that ``python -m plugin`` reports it as one line, without
-    a traceback, in the daemon's log."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +183,16 @@ class LocalVolumes(VolumeDriver):
         self.data_dir = os.fspath(data_dir or DATA.path())
         self.mount_dir = os.fspath(mount_dir or propagated_mount_path(self.propagated_mount))
         self.bind = bind
-        self.state_file = os.path.join(self.data_dir, "state.json")
         self._volumes_dir = os.path.join(self.data_dir, _VOLUMES)
         self._trash_dir = os.path.join(self.data_dir, _TRASH)
+        # Read once, at construction: a damaged file stops the start (StateError).
+        self.state = StateFile(
+            os.path.join(self.data_dir, "state.json"),
+            STATE_VERSION,
+            owner="localvol",
+            remedy=f"repair it, or move it aside to adopt every directory in "
+            f"{self._volumes_dir} as a volume",
+        )
         self._pause = os.environ.get(PAUSE_ENV, "") not in ("", "0")
         # Every change, and the state.json write that commits it, happens under
         # this lock. Readers (get, list, path) take no lock: _vols is replaced,
@@ -490,57 +488,16 @@ class LocalVolumes(VolumeDriver):
                 "options": vols[name].options,
                 "mounts": sorted(ids),
             }
-        self._write_state({"version": STATE_VERSION, "volumes": volumes})
-
-    def _write_state(self, data: dict[str, Any]) -> None:
-        tmp = os.path.join(self.data_dir, f"{_TMP_PREFIX}{os.urandom(8).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            # rename(2) replaces a link at state.json itself, never its target.
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            _try(os.unlink, tmp)
-            raise
-        # The rename is the commit point: a failing directory fsync is logged,
-        # not reported, since memory must follow what the file now says.
-        try:
-            dfd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as exc:
-            log.warning("fsync of %s failed: %s", self.data_dir, exc)
+        self.state.save({"volumes": volumes})
 
     def _load(self) -> tuple[dict[str, _Volume], dict[str, Sequence[str]]] | None:
         """The committed state, or None when there is no state.json yet."""
-        try:
-            fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with open(fd, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
+        data = self.state.load()
+        if data is None:
             return None
-        except OSError as exc:
-            raise StateError(f"cannot read {self.state_file}: {_reason(exc)}") from None
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise self._corrupt(f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise self._corrupt("not a localvol state file (expected a JSON object)")
-        if data.get("version") != STATE_VERSION:
-            raise StateError(
-                f"{self.state_file}: unsupported state version {data.get('version')!r} "
-                f"(this localvol reads version {STATE_VERSION}); it was left untouched"
-            )
         entries = data.get("volumes")
         if not isinstance(entries, dict):
-            raise self._corrupt('"volumes" must be an object')
+            raise self.state.corrupt('"volumes" must be an object')
         vols: dict[str, _Volume] = {}
         refs: dict[str, Sequence[str]] = {}
         for name, entry in entries.items():
@@ -560,14 +517,8 @@ class LocalVolumes(VolumeDriver):
                 vols[name] = _Volume(created, _parse_options(options))
                 refs[name] = list(mounts)
             except PluginError as exc:
-                raise self._corrupt(f"volume {_q(name)}: {exc}") from None
+                raise self.state.corrupt(f"volume {_q(name)}: {exc}") from None
         return vols, refs
-
-    def _corrupt(self, problem: str) -> StateError:
-        return StateError(
-            f"{self.state_file}: {problem}; it was left untouched: repair it, or move it "
-            f"aside to adopt every directory in {self._volumes_dir} as a volume"
-        )
 
     # --- removal of the data ------------------------------------------------------------
 
@@ -610,9 +561,6 @@ class LocalVolumes(VolumeDriver):
                         f"{path} is not a directory (localvol never follows a symbolic link "
                         f"below {self.data_dir}): replace it with a directory"
                     )
-            for entry in os.listdir(self.data_dir):
-                if entry.startswith(_TMP_PREFIX) and entry.endswith(".tmp"):
-                    os.unlink(os.path.join(self.data_dir, entry))  # an uncommitted write
             loaded = self._load()
             with self._open(_VOLUMES) as vdir, self._open(_TRASH) as tdir:
                 self._reconcile(loaded, vdir, tdir)
@@ -702,13 +650,13 @@ class LocalVolumes(VolumeDriver):
                 vols[name] = _Volume(_now(), {})
                 changed = True
                 if loaded is None:
-                    log.info("no %s: adopting %s as volume %r", self.state_file, path, name)
+                    log.info("no %s: adopting %s as volume %r", self.state.path, path, name)
                 else:
                     log.warning(
                         "adopting %s as volume %r: it holds data unknown to %s",
                         path,
                         name,
-                        self.state_file,
+                        self.state.path,
                     )
 
         for holders in trash.values():

@@ -368,7 +368,7 @@ def test_a_damaged_state_file_stops_the_start_untouched(data: Path) -> None:
         f"{data}/state.json: unsupported state version 9 (this plugin reads version 1); "
         "it was left untouched"
     )
-    (data / ".state.abc.tmp").write_text("half a write")
+    (data / ".state.json.abc.tmp").write_text("half a write")
     (data / "state.json").write_text('{"version": 1, "pools": {}}')
     start(data)
     assert sorted(p.name for p in data.iterdir()) == ["state.json"]
