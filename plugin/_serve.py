@@ -124,7 +124,10 @@ def serve(
         else:
             assert listener is not None
             sockets = [bind_tcp(listener)]
-        where = ", ".join(describe(sock, tls is not None) for sock in sockets)  # type: ignore[arg-type]
+        if owned is not None:
+            where = owned[0]  # bind_unix's socket names its private path
+        else:
+            where = ", ".join(describe(sock, tls is not None) for sock in sockets)  # type: ignore[arg-type]
         if activated:
             where += " (passed by systemd)"
         try:

@@ -76,7 +76,16 @@ def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> _
     """Bind a listening unix socket at ``path``, replacing a stale socket file
     (never another kind of file), with ``mode`` and ``group``. A bare
     ``_socket.socket``: ``socket.socket(fileno=sock.detach())`` makes it a
-    full one."""
+    full one.
+
+    The file appears at ``path`` only once the socket listens, with its mode
+    and group: it is bound in a private directory beside ``path`` and renamed
+    there. Whoever waits for the file (the daemon checking that a plugin
+    listens, a test) can connect as soon as it finds it; a socket file found
+    between bind and listen refuses connections. (The private directory,
+    not a private name: the daemon takes any socket file directly in its
+    plugin directory for a legacy plugin, a directory only with DIR/DIR.sock
+    in it.) ``getsockname()`` names the private path: say ``path``."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -84,8 +93,30 @@ def bind_unix(path: str, mode: int = 0o660, group: str | int | None = None) -> _
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
-        os.unlink(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    private = os.path.join(directory, f".dpk{os.urandom(4).hex()}")
+    bound = os.path.join(private, "s")
+    if len(os.fsencode(bound)) > MAX_SOCKET_PATH:
+        # No room for the private path: bound in place (the stale file goes first).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return _listening_at(path, mode, group)
+    os.mkdir(private, 0o700)
+    try:
+        sock = _listening_at(bound, mode, group)
+        try:
+            os.rename(bound, path)  # atomic: a stale socket is replaced, never missing
+        except BaseException:
+            sock.close()
+            os.unlink(bound)
+            raise
+    finally:
+        os.rmdir(private)
+    return sock
+
+
+def _listening_at(path: str, mode: int, group: str | int | None) -> _socket.socket:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)

@@ -426,9 +426,12 @@ def test_bind_unix_mode_group_and_stale_sockets(short_dir: str) -> None:
     finally:
         sock.close()
 
+    before = os.stat(path).st_ino  # the socket just closed: a stale one now
     with pytest.raises(ValueError, match="no such group: 'no-such-group-here'"):
         bind_unix(path, group="no-such-group-here")
-    assert not os.path.exists(path)  # not left behind half set up
+    # Nothing left half set up: the stale socket as it was, no private directory.
+    assert os.stat(path).st_ino == before
+    assert os.listdir(short_dir) == ["s.sock"]
 
     # root may give the socket to any group, others only to their own.
     allowed = {g.gr_gid for g in grp.getgrall()} if os.geteuid() == 0 else set(os.getgroups())
@@ -442,6 +445,36 @@ def test_bind_unix_mode_group_and_stale_sockets(short_dir: str) -> None:
             assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (other.gr_gid, 0o600)
         finally:
             sock.close()
+
+
+def test_bind_unix_shows_the_socket_only_once_it_listens(
+    short_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever finds the file can connect: the daemon checking that a
+    plugin listens, or a test waiting for the file, never meets a socket
+    that refuses connections (bound, not yet listening)."""
+    import _socket
+
+    path = os.path.join(short_dir, "s.sock")
+    seen: list[tuple[bool, int]] = []
+    real = _socket.socket
+
+    class Watched(real):  # type: ignore[misc,valid-type]
+        def listen(self, backlog: int) -> None:
+            bound = self.getsockname()
+            seen.append((os.path.exists(path), stat.S_IMODE(os.stat(bound).st_mode)))
+            super().listen(backlog)
+
+    monkeypatch.setattr(_socket, "socket", Watched)
+    sock = bind_unix(path, mode=0o600)
+    monkeypatch.undo()
+    try:
+        assert seen == [(False, 0o600)]  # not there yet; its mode already set
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+        assert os.listdir(short_dir) == ["s.sock"]
+    finally:
+        sock.close()
 
 
 def test_bind_unix_never_replaces_other_files(short_dir: str) -> None:
