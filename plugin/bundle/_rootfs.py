@@ -229,7 +229,9 @@ def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path
 
 
 #: What dockerd 20.10's classic builder answers when an image one of its
-#: steps started from was removed before the step was committed. Builds reuse
+#: steps started from was removed before the step was committed (reading
+#: its config: "failed to get digest"; or, at the last step, recording it as
+#: the new image's parent: "failed to set parent"). Builds reuse
 #: another project's layers as cache (every project's wheelhouse step makes
 #: the same layer), and removing an image also removes its untagged parents:
 #: a ``docker rmi``, an ``image prune`` or another project's rebuild (which
@@ -237,7 +239,8 @@ def wheelhouse(client: Any, project: Project, base: str, report: Report) -> Path
 #: that just picked it. The daemon checks for containers using a parent
 #: before it removes it, but not atomically with a build creating one.
 _REMOVED_UNDER_BUILD = re.compile(
-    r"failed to get digest (sha256:[0-9a-f]{64}): open \S+: no such file or directory"
+    r"failed to get digest (?P<image>sha256:[0-9a-f]{64}): open \S+: no such file or directory"
+    r"|failed to set parent (?P<parent>sha256:[0-9a-f]{64}): unknown parent image ID (?P=parent)"
 )
 
 
@@ -288,7 +291,8 @@ def _build_once(client: Any, project: Project, base: str, wheels: Path, report: 
                 message = f"docker build failed: {detail}"
                 removed = _REMOVED_UNDER_BUILD.search(detail)
                 if removed:
-                    raise ImageRemovedUnderBuild(message, removed.group(1))
+                    gone = removed.group("image") or removed.group("parent")
+                    raise ImageRemovedUnderBuild(message, gone)
                 raise BuildError(message)
             text = item.get("stream", "")
             if text.startswith("Step "):

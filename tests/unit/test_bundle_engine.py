@@ -890,6 +890,10 @@ REMOVED = (
     f"failed to get digest {GONE}: open /var/lib/docker/image/overlay2/imagedb/content/"
     f"{GONE.replace(':', '/')}: no such file or directory"
 )
+#: The same, seen when the last step's image was to name the removed one as its parent.
+PARENT_REMOVED = (
+    f"failed to export image: failed to set parent {GONE}: unknown parent image ID {GONE}"
+)
 STEPS = [{"stream": "Step 1/2 : FROM base\n"}, {"stream": "Step 2/2 : RUN pip install\n"}]
 
 
@@ -924,10 +928,11 @@ def failed(message: str) -> dict[str, Any]:
     return {"errorDetail": {"message": message}, "error": message}
 
 
+@pytest.mark.parametrize("gone", [REMOVED, PARENT_REMOVED], ids=["digest", "parent"])
 def test_a_build_whose_cache_image_was_removed_meanwhile_builds_again_saying_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gone: str
 ) -> None:
-    builds = Builds([*STEPS, failed(REMOVED)], [*STEPS, {"aux": {"ID": "sha256:new"}}])
+    builds = Builds([*STEPS, failed(gone)], [*STEPS, {"aux": {"ID": "sha256:new"}}])
     assert built_with(builds, tmp_path, monkeypatch) == [
         "Step 1/2 : FROM base",
         "Step 2/2 : RUN pip install",
@@ -957,6 +962,7 @@ def test_a_build_builds_again_only_once(tmp_path: Path, monkeypatch: pytest.Monk
         # Not an image gone under the build: the daemon's own storage is broken.
         f"failed to get digest {GONE}: open /var/lib/docker/image/overlay2/imagedb/content/"
         f"{GONE.replace(':', '/')}: permission denied",
+        f"failed to set parent {GONE}: invalid parent image {GONE}",
     ],
 )
 def test_other_build_failures_are_not_built_again(
