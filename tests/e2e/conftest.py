@@ -6,8 +6,8 @@ creates its plugins under unique names with their own data directories, and
 teardown removes only what it made. With no daemon the tests are skipped
 locally, but fail under CI (CI=true): the end-to-end tests never skip there.
 
-Sessions share one daemon: every e2e test holds the daemon lock shared while
-it runs (setup, call, teardown); ``engine_restart()`` takes it exclusively.
+Sessions share one daemon, which no test restarts or reconfigures: a test
+that does so starts a private daemon of its own (private_daemon.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pytest
 
 from .private_daemon import (  # noqa: F401 (fixtures)
     PrivateDaemon,
+    own_daemon,
     private_daemon,
     push_daemon,
     push_daemon_session,
@@ -116,7 +117,7 @@ _built: dict[tuple[Path, str | None], BuiltBundle] = {}
 
 @contextlib.contextmanager
 def _flocked(path: Path) -> Iterator[None]:
-    fd = _open(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -245,49 +246,7 @@ class Plugin:
         return name
 
 
-#: Several test sessions may share one daemon (pytest-xdist workers, people
-#: working side by side). Each test holds this lock shared while it runs
-#: (setup, call and teardown, so session fixtures made or removed in them
-#: too); a daemon restart takes it exclusively, so it waits until the tests
-#: running elsewhere have finished, and none starts meanwhile: flock(2) lets
-#: new shared holders in ahead of a waiting exclusive one (with sessions
-#: overlapping, a restart waited for ever), so a test passes GATE (shared) to
-#: take its share, and a restart holds GATE exclusively while it waits.
-DAEMON_LOCK = Path(os.environ.get("DPK_E2E_LOCK", "/run/dpk-e2e.lock"))
-GATE = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".gate")
-#: When the last daemon restart began (time.time()), written by the restart.
-RESTARTED = DAEMON_LOCK.with_name(DAEMON_LOCK.name + ".restarted")
 E2E = Path(__file__).resolve().parent
-_lock_fd: list[int] = []
-
-
-def _open(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-
-_running: list[pytest.Item] = []
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    if not item.path.is_relative_to(E2E):  # a unit test in the same session
-        yield
-        return
-    fd = _open(DAEMON_LOCK)
-    gate = _open(GATE)
-    try:
-        fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a restart is pending
-        fcntl.flock(fd, fcntl.LOCK_SH)
-    finally:
-        os.close(gate)
-    _lock_fd.append(fd)
-    _running.append(item)
-    try:
-        yield
-    finally:
-        _running.remove(item)
-        _lock_fd.remove(fd)
-        os.close(fd)
 
 
 #: The e2e files, slowest first (measured on the test command's run): each
@@ -312,7 +271,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the tests of a file run in one process, in file order (modules share
     plugins and state from test to test), unless the module says
     ``INDEPENDENT_TESTS = True``: then each of its tests may run in any
-    process. Files run slowest first (SLOWEST_FIRST)."""
+    process; a test marked with an ``xdist_group`` of its own (one that
+    shares nothing with its file's other tests) runs in that group. Files run
+    slowest first (SLOWEST_FIRST)."""
 
     def rank(item: pytest.Item) -> tuple[int, str]:
         if not item.path.is_relative_to(E2E):
@@ -323,71 +284,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: each file's own order is kept
     for item in items:
         module = getattr(item, "module", None)
-        if item.path.is_relative_to(E2E) and not getattr(module, "INDEPENDENT_TESTS", False):
+        if (
+            item.path.is_relative_to(E2E)
+            and not getattr(module, "INDEPENDENT_TESTS", False)
+            and item.get_closest_marker("xdist_group") is None
+        ):
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
-def _enabled_plugins() -> set[str]:
-    out = docker("plugin", "ls", "--format", "{{.Name}} {{.Enabled}}", check=False).stdout
-    return {line.split()[0] for line in out.splitlines() if line.endswith(" true")}
-
-
-def engine_restart() -> None:
-    """Restart the daemon (scripts/engine restart, 10-15 s), once no test of
-    another session is running; skipped where the daemon is not ours to
-    restart, except under CI.
-
-    Restarts asked for at the same time are one: a restart that began after
-    this one was asked for (this test's state already in place, and nothing
-    run meanwhile) is this test's restart too; a second one would restart,
-    say, a test's container once more. Before other tests may go on, the
-    plugins enabled before are enabled again."""
-    for item in _running:
-        if item.get_closest_marker("restarts_daemon") is None:
-            raise AssertionError(
-                f"{item.nodeid} restarts the daemon: mark it @pytest.mark.restarts_daemon "
-                "(scripts/test runs those after the other e2e tests, together)"
-            )
-    asked = time.time()
-    fd = _lock_fd[0] if _lock_fd else None
-    gate = _open(GATE)
-    if fd is not None:
-        # Give up this test's share first: two tests both waiting for the
-        # exclusive lock while holding a share would wait for ever.
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        fcntl.flock(gate, fcntl.LOCK_EX)  # no new test from now on
-        fcntl.flock(fd, fcntl.LOCK_EX)  # the running ones have finished
-    proc = None
-    try:
-        try:
-            last = float(RESTARTED.read_text())
-        except (OSError, ValueError):
-            last = 0.0
-        if fd is None or last <= asked:
-            enabled = _enabled_plugins()
-            began = time.time()
-            proc = subprocess.run(
-                [str(ROOT / "scripts" / "engine"), "restart"],
-                capture_output=True,
-                text=True,
-                timeout=240,
-            )
-            if proc.returncode == 0:
-                RESTARTED.write_text(repr(began))
-                # dockerd enables them again as it starts; never let a test
-                # in before (a leftover that cannot start only costs time).
-                deadline = time.monotonic() + 30
-                while not enabled <= _enabled_plugins() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-    finally:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        os.close(gate)  # lets new tests in
-    if proc is not None and proc.returncode != 0:
-        message = f"cannot restart the daemon: {proc.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def remove_plugin(plugin: Plugin, keep_data: bool = False) -> None:

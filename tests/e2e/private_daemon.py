@@ -262,9 +262,12 @@ class PrivateDaemon:
             proc.kill()
             return proc.wait(10)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def restart(self, timeout: float = 60) -> None:
+        """Stop dockerd (SIGTERM, wait) and start it again on the same data
+        and exec roots, as an operator's restart does; it answers again."""
+        status = self.stop(timeout)
+        assert status == 0, f"the private dockerd exited {status} on SIGTERM:\n{self.log_tail()}"
+        self.start(timeout)
 
     def shutdown(self) -> None:
         """Stop everything and remove what the daemon made."""
@@ -547,6 +550,25 @@ def stopped_cleanly() -> Iterator[None]:
 def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
     """A private dockerd for the session (TLS on too), with the test images."""
     daemon = PrivateDaemon(tls=True)
+    with stopped_cleanly():
+        try:
+            daemon.start()
+            daemon.load_images(*IMAGES)
+            yield daemon
+        finally:
+            daemon.shutdown()
+
+
+@pytest.fixture
+def own_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
+    """A private dockerd of the test's own, with the test images, for a test
+    that restarts its daemon (``restart``: SIGTERM, wait, start again on the
+    same data and exec roots) instead of the shared one, so it runs beside
+    every other test. The test works on it inside ``as_docker_host`` (the
+    docker CLI, the kit and conftest's helpers then use it) and removes what
+    it made there before the end: networks above all, whose host bridges
+    outlive the daemon."""
+    daemon = PrivateDaemon()
     with stopped_cleanly():
         try:
             daemon.start()

@@ -6,11 +6,13 @@ socket; a legacy plugin's socket; the built bundle under --strict.
 The kills use localvol's test hook (localvol/driver.py, PAUSE_ENV), switched
 on in a copy of the bundle's config.json for a plugin instance of these tests
 only. Each fault injected is counted in the run's summary. The daemon restart
-comes last.
+happens on a private daemon of that test's own (own_daemon), never the shared
+one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import io
@@ -46,7 +48,6 @@ from .conftest import (
     Plugin,
     built_bundle,
     docker,
-    engine_restart,
     extra_plugin,
     wait_for,
 )
@@ -77,10 +78,15 @@ def consistent(plugin: Plugin) -> set[str]:
     return committed
 
 
+def faults_plugin(bundle: BuiltBundle) -> contextlib.AbstractContextManager[Plugin]:
+    """An instance of localvol with its test hook switched on (on the daemon
+    of DOCKER_HOST)."""
+    return extra_plugin(bundle, "faults", env={PAUSE_ENV: "1"})
+
+
 @pytest.fixture(scope="module")
 def faults(bundle: BuiltBundle) -> Iterator[Plugin]:
-    """An instance of localvol with its test hook switched on."""
-    with extra_plugin(bundle, "faults", env={PAUSE_ENV: "1"}) as plugin:
+    with faults_plugin(bundle) as plugin:
         yield plugin
 
 
@@ -317,8 +323,20 @@ def test_each_built_reference_plugin_passes_strict(project: Path) -> None:
     assert "warning" not in out.getvalue()
 
 
-@pytest.mark.restarts_daemon
-def test_daemon_restart_with_volumes_in_use(faults: Plugin, tally: Tally) -> None:
+@pytest.mark.xdist_group("restart-faults")
+def test_daemon_restart_with_volumes_in_use(
+    bundle: BuiltBundle, own_daemon: PrivateDaemon, tally: Tally
+) -> None:
+    """The faults plugin on a daemon of the test's own, restarted under a
+    running container that uses one of its volumes."""
+    with (
+        own_daemon.as_docker_host("restarting under a running container"),
+        faults_plugin(bundle) as faults,
+    ):
+        restart_with_volumes_in_use(own_daemon, faults, tally)
+
+
+def restart_with_volumes_in_use(daemon: PrivateDaemon, faults: Plugin, tally: Tally) -> None:
     vol = faults.create_volume(prefix="inuse")
     container = f"dpk-e2e-inuse-{uuid.uuid4().hex[:8]}"
     # Stops at once on SIGTERM (PID 1 has no default action for it).
@@ -331,7 +349,7 @@ def test_daemon_restart_with_volumes_in_use(faults: Plugin, tally: Tally) -> Non
     try:
         wait_for("the container to start", lambda: status(vol)["mounts"] == 1)
         start = time.monotonic()
-        engine_restart()
+        daemon.restart()
         tally.add("faults injected")
         running = wait_for(
             "the container to come back",

@@ -1,6 +1,7 @@
 """The reference volume plugin on the real daemon, driven with the docker CLI.
 
-Tests run in file order; the daemon restart comes last.
+Tests run in file order. The daemon restart happens on a private daemon of
+that test's own (own_daemon), never the shared one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 
 from plugin.bundle.__main__ import main
 
-from .conftest import TEST_IMAGE, BuiltBundle, Plugin, docker, engine_restart
+from .conftest import TEST_IMAGE, BuiltBundle, Plugin, docker, extra_plugin
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -162,17 +164,26 @@ def test_settings_per_host_move_the_data(localvol: Plugin, tmp_path: Path) -> No
     assert "cannot set on an active plugin" in proc.stderr
 
 
-@pytest.mark.restarts_daemon
-def test_daemon_restart_keeps_volumes_and_data(localvol: Plugin) -> None:
-    vol = localvol.create_volume("mode=0700")
-    run(vol, "echo survives > /data/file")
-    engine_restart()
-    deadline = time.monotonic() + 60
-    while True:
-        info = json.loads(docker("plugin", "inspect", localvol.name).stdout)[0]
-        if info["Enabled"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert info["Enabled"] is True
-    assert inspect_volume(vol)["Status"]["options"] == {"mode": "0700"}
-    assert run(vol, "cat /data/file") == "survives\n"
+@pytest.mark.xdist_group("restart-localvol")
+def test_daemon_restart_keeps_volumes_and_data(
+    bundle: BuiltBundle, own_daemon: PrivateDaemon
+) -> None:
+    """The plugin (the bundle's, as the localvol fixture makes it) on a daemon
+    of the test's own, restarted: the daemon enables it again by itself, and
+    the volume keeps its options and data."""
+    with (
+        own_daemon.as_docker_host("restarting under localvol"),
+        extra_plugin(bundle, "restart") as localvol,
+    ):
+        vol = localvol.create_volume("mode=0700")
+        run(vol, "echo survives > /data/file")
+        own_daemon.restart()
+        deadline = time.monotonic() + 60
+        while True:
+            info = json.loads(docker("plugin", "inspect", localvol.name).stdout)[0]
+            if info["Enabled"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert info["Enabled"] is True
+        assert inspect_volume(vol)["Status"]["options"] == {"mode": "0700"}
+        assert run(vol, "cat /data/file") == "survives\n"

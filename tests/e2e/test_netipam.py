@@ -4,11 +4,13 @@ docker CLI: bridgenet (a bridge per network) with poolipam (addresses).
 Both plugins are built once (shared: built_bundle) and created under unique names,
 each with its own data directory and (poolipam) its own range; networks
 and containers have unique names and subnets; teardown removes only what
-the tests made. Tests run in file order; the daemon restart comes last.
+the tests made. Tests run in file order. The daemon restart happens on a
+private daemon of that test's own (own_daemon), with plugins of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,10 +31,10 @@ from .conftest import (
     Plugin,
     built_bundle,
     docker,
-    engine_restart,
     remove_plugin,
     wait_for,
 )
+from .private_daemon import PrivateDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +60,28 @@ class NetPlugins:
 
 @pytest.fixture(scope="session")
 def plugins(engine_ready: None) -> Iterator[NetPlugins]:
+    with net_plugins(net_bundles()) as made:
+        yield made
+
+
+def net_bundles() -> list[Path]:
+    """The bundles of bridgenet and poolipam (built on the shared daemon)."""
+    return [built_bundle(ROOT / "reference" / name) for name in ("bridgenet", "poolipam")]
+
+
+@contextlib.contextmanager
+def net_plugins(bundles: list[Path]) -> Iterator[NetPlugins]:
+    """Both plugins, created from ``bundles`` and enabled on the daemon of
+    DOCKER_HOST; at the end, the containers and networks made meanwhile are
+    removed, then the plugins."""
     from plugin.bundle._engine import Engine
 
     tag = uuid.uuid4().hex[:8]
-    bundles = [built_bundle(ROOT / "reference" / name) for name in ("bridgenet", "poolipam")]
     engine = Engine(report=lambda line: None)
-    pools = f"10.{random.randint(160, 250)}.0.0/16"
+    # Not 10.213/16: the private daemons' default bridges are there.
+    pools = f"10.{random.choice([n for n in range(160, 251) if n != 213])}.0.0/16"
     made: list[Plugin] = []
+    networks, containers = len(_made_networks), len(_made_containers)
     try:
         for name, bundle in zip(("bridgenet", "poolipam"), bundles, strict=True):
             plugin = Plugin(f"dpk-e2e-{tag}/{name}:latest", Path(f"/var/tmp/dpk-e2e-{name}-{tag}"))
@@ -78,10 +95,11 @@ def plugins(engine_ready: None) -> Iterator[NetPlugins]:
         built = {"bridgenet": bundles[0], "poolipam": bundles[1]}
         yield NetPlugins(made[0], made[1], pools, built)
     finally:
-        for container in _made_containers:
+        for container in _made_containers[containers:]:
             docker("rm", "-f", container, check=False)
-        for network in _made_networks:
+        for network in _made_networks[networks:]:
             docker("network", "rm", network, check=False)
+        del _made_containers[containers:], _made_networks[networks:]
         for plugin in made:
             remove_plugin(plugin)
 
@@ -377,26 +395,33 @@ def _try_run(net: str) -> str | None:
     return name
 
 
-@pytest.mark.restarts_daemon
-def test_a_daemon_restart_keeps_the_network(plugins: NetPlugins) -> None:
-    net = network(plugins, "--subnet", subnet(plugins))
-    c1, c2 = run(net), run(net)
-    engine_restart()
-    wait_for(
-        "both plugins enabled again",
-        lambda: all(
-            json.loads(docker("plugin", "inspect", p.name).stdout)[0]["Enabled"]
-            for p in (plugins.net, plugins.ipam)
-        ),
-        120,
-    )
-    # Containers stopped with the daemon; started again, they reach each other.
-    docker("start", c1, c2)
-    ip1, ip2 = ip_of(c1, net), ip_of(c2, net)
-    assert wait_for("c1 reaching c2 after the restart", lambda: pings(c1, ip2), 30)
-    c3 = run(net)
-    ip3 = ip_of(c3, net)
-    assert ip3 not in {ip1, ip2}
-    assert pings(c3, ip1)
-    held = ipam_addresses(plugins)  # no address held twice
-    assert {ip1, ip2, ip3} <= set(held)
+@pytest.mark.xdist_group("restart-netipam")
+def test_a_daemon_restart_keeps_the_network(own_daemon: PrivateDaemon) -> None:
+    """Both plugins on a daemon of the test's own, restarted under a network
+    with two containers."""
+    bundles = net_bundles()  # built where the builder's images are: on the shared daemon
+    with (
+        own_daemon.as_docker_host("restarting under a network"),
+        net_plugins(bundles) as plugins,
+    ):
+        net = network(plugins, "--subnet", subnet(plugins))
+        c1, c2 = run(net), run(net)
+        own_daemon.restart()
+        wait_for(
+            "both plugins enabled again",
+            lambda: all(
+                json.loads(docker("plugin", "inspect", p.name).stdout)[0]["Enabled"]
+                for p in (plugins.net, plugins.ipam)
+            ),
+            120,
+        )
+        # Containers stopped with the daemon; started again, they reach each other.
+        docker("start", c1, c2)
+        ip1, ip2 = ip_of(c1, net), ip_of(c2, net)
+        assert wait_for("c1 reaching c2 after the restart", lambda: pings(c1, ip2), 30)
+        c3 = run(net)
+        ip3 = ip_of(c3, net)
+        assert ip3 not in {ip1, ip2}
+        assert pings(c3, ip1)
+        held = ipam_addresses(plugins)  # no address held twice
+        assert {ip1, ip2, ip3} <= set(held)
