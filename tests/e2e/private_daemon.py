@@ -546,10 +546,9 @@ def stopped_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.fixture(scope="session")
-def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
-    """A private dockerd for the session (TLS on too), with the test images."""
-    daemon = PrivateDaemon(tls=True)
+@contextlib.contextmanager
+def started_with_images(daemon: PrivateDaemon) -> Iterator[PrivateDaemon]:
+    """``daemon`` started, with the test images, and shut down after."""
     with stopped_cleanly():
         try:
             daemon.start()
@@ -557,6 +556,13 @@ def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
             yield daemon
         finally:
             daemon.shutdown()
+
+
+@pytest.fixture(scope="session")
+def private_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
+    """A private dockerd for the session (TLS on too), with the test images."""
+    with started_with_images(PrivateDaemon(tls=True)) as daemon:
+        yield daemon
 
 
 @pytest.fixture
@@ -568,14 +574,8 @@ def own_daemon(engine_ready: None) -> Iterator[PrivateDaemon]:
     docker CLI, the kit and conftest's helpers then use it) and removes what
     it made there before the end: networks above all, whose host bridges
     outlive the daemon."""
-    daemon = PrivateDaemon()
-    with stopped_cleanly():
-        try:
-            daemon.start()
-            daemon.load_images(*IMAGES)
-            yield daemon
-        finally:
-            daemon.shutdown()
+    with started_with_images(PrivateDaemon()) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="session")
