@@ -156,7 +156,7 @@ def formatdate(timeval: float | None = None, localtime: bool = False, usegmt: bo
 #: ``tokenize`` (by linecache and inspect, to read a source file),
 #: ``textwrap`` (by traceback, for exception groups), ``ipaddress`` (by
 #: uvicorn's proxy headers), ``platform`` and ``random`` (by uvicorn's
-#: server, on Windows and with a request limit). 0.4 MB of a plugin's
+#: server, on Windows and with a request limit). About 0.4 MB of a plugin's
 #: memory; nothing of them is read while they are imported.
 LEAVES = ("tokenize", "textwrap", "ipaddress", "platform", "random")
 

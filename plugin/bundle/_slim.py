@@ -19,8 +19,8 @@ the modules imported before the plugin listens, stored: zipimport would
 inflate them at every start), a package that has other files beside its
 modules (data read by path, extension modules) as files, sourceless
 ``.pyc`` but for sources read at run time. The standard library's bytecode
-goes without its docstrings (only ``help()`` and the like read them): 0.8 MB
-less memory for the reference plugin. The plugin's own
+goes without its docstrings (only ``help()`` and the like read them): about
+0.6 MB less memory for the reference plugin. The plugin's own
 packages stay whole, with their sources, and its distributions keep their
 docstrings (some read them, like parser generators). Debug sections of ELF
 files (for debuggers, never loaded; httptools' wheel ships 1.3 MB of them)

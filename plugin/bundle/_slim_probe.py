@@ -801,8 +801,8 @@ def _without_docstrings(pyc: bytes) -> bytes:
     classes and functions replaced by None, as ``python -OO`` compiles them
     but with its asserts kept: a docstring is read only by ``help()`` and
     the like, and the standard library works without them (it is tested
-    under ``-OO``). They took 0.8 MB of the reference plugin's memory, and
-    0.7 MB of its rootfs.
+    under ``-OO``). In the reference plugin: 1.6 MB of bytecode, 0.48 MB of
+    its zip, about 0.6 MB of its memory.
 
     Python 3.8 to 3.13 put a function's docstring, or None, first in its
     constants; a class or a module stores its docstring with ``__doc__ =``.
