@@ -917,6 +917,17 @@ def _write_tar(
         if os.path.isdir(path) and not mine(path):
             entries[path.strip("/")] = path
     docstrings = 0  # bytes of the standard library's docstrings left out
+
+    def module_bytecode(source: str, cached: str) -> bytes:
+        """``_bytecode``, without docstrings for the standard library's."""
+        nonlocal docstrings
+        data = _bytecode(source, cached)
+        if not _stdlib_module(source):
+            return data
+        lean = _without_docstrings(data)
+        docstrings += len(data) - len(lean)
+        return lean
+
     zip_path = _stdlib_zip_path()
     if needs["stdlib_zip"] and zip_path:
         import importlib.util
@@ -933,11 +944,7 @@ def _write_tar(
                         data = f.read()
                 else:
                     cached = importlib.util.cache_from_source(source)
-                    data = _bytecode(source, cached if _valid_pyc(source, cached) else "")
-                    if _stdlib_module(source):
-                        lean = _without_docstrings(data)
-                        docstrings += len(data) - len(lean)
-                        data = lean
+                    data = module_bytecode(source, cached if _valid_pyc(source, cached) else "")
                     arc += "c"
                 kind = zipfile.ZIP_STORED if source in stored else zipfile.ZIP_DEFLATED
                 z.writestr(
@@ -971,11 +978,7 @@ def _write_tar(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         for name, (source, cached) in sorted(bytecode.items()):
-            data = _bytecode(source, cached)
-            if _stdlib_module(source):
-                lean = _without_docstrings(data)
-                docstrings += len(data) - len(lean)
-                data = lean
+            data = module_bytecode(source, cached)
             st = os.stat(source)  # a module may be a link (sitecustomize.py -> /etc/...)
             info = tarfile.TarInfo(name)
             info.mode, info.mtime, info.size = st.st_mode & 0o7777, int(st.st_mtime), len(data)
